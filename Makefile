@@ -6,6 +6,8 @@ VENV ?= .venv
 BIN := $(VENV)/bin
 RUN ?= runs/default
 PARAMS ?=
+# OpenMP threads that spin while waiting slow torch down badly on a shared 2-core machine
+export OMP_WAIT_POLICY ?= PASSIVE
 
 .PHONY: setup train test
 

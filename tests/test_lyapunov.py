@@ -174,3 +174,13 @@ def test_weights_are_the_models_norm():
     expected = (z[:, 0].pow(2).flatten(1).sum(1) + 0.3 * z[:, 1].pow(2).flatten(1).sum(1)).sqrt()
     assert torch.allclose((sw * z).flatten(1).norm(dim=1), expected)
     assert torch.allclose(scaled_step(lambda v: 2 * v, sw)(z), 2 * z)
+
+
+def test_stochastic_srm_is_probed_along_one_noise_realisation():
+    "σ > 0 (additive noise): every tangent and both points of a pair see the same draw, so the bounds still hold."
+    torch.manual_seed(0)
+    model = build_model('srm', **SMALL, sigma=0.05)
+    probe = probe_model(model, _tokens(3), k=3, n_steps=8, warmup=4, settle=4, n_pairs=2, opt_steps=2)
+    assert torch.isfinite(probe.lambdas).all()
+    assert (probe.lambda1 <= math.log(model.certified_lipschitz()) + 1e-4).all()
+    assert probe.empirical <= model.certified_lipschitz() * (1 + 1e-4)
