@@ -10,6 +10,7 @@ import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.attention import sdpa_kernel, SDPBackend
 from .recursive import RecursiveModel, trunc_normal_, lecun_linear
+from .lipschitz import check_int
 
 # %% auto #0
 __all__ = ['rms_norm', 'swiglu_width', 'SwiGLU', 'Rotary', 'apply_rope', 'attend', 'Attention', 'Block', 'Reasoner', 'Baseline',
@@ -116,7 +117,7 @@ class Baseline(RecursiveModel):
     def __init__(self, vocab_size:int, seq_len:int, hidden:int, n_prefix:int, cycles:int, l_steps:int, pos:str,
                  n_heads:int, halt:bool, q_continue:bool, rope_theta:float):
         super().__init__(vocab_size, seq_len, hidden, n_prefix, cycles, pos, halt, q_continue)
-        if not isinstance(l_steps, int) or l_steps < 1: raise ValueError(f"l_steps must be an integer >= 1, got {l_steps!r}")
+        check_int('l_steps', l_steps)
         if pos == 'rope' and (n_heads < 1 or hidden % n_heads):
             raise ValueError(f"n_heads must divide hidden={hidden}, got n_heads={n_heads}")
         self.l_steps = l_steps

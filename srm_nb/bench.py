@@ -4,12 +4,12 @@
 
 # %% ../nbs/09_bench.ipynb #02223e2b
 from __future__ import annotations
-import json, os, platform, statistics, tempfile, time
+import json, math, os, platform, re, statistics, tempfile, time
 from pathlib import Path
 import torch
 
 # %% auto #0
-__all__ = ['timeit', 'env_info', 'save_json']
+__all__ = ['timeit', 'env_info', 'save_json', 'md_table', 'write_table', 'refill_includes']
 
 # %% ../nbs/09_bench.ipynb #a1f65695
 def _sync(device=None):
@@ -44,3 +44,31 @@ def save_json(obj, path) -> Path:
     os.chmod(tmp, 0o644)   # mkstemp creates 0600; a record is meant to be read by others
     os.replace(tmp, path)
     return path
+
+# %% ../nbs/09_bench.ipynb #c3955f91
+def md_table(df, floatfmt:str='.3g') -> str:
+    "A pandas DataFrame as a GitHub markdown table (index dropped); floats formatted with `floatfmt`, NaN and None empty."
+    cell = lambda v: ('' if v is None or (isinstance(v, float) and math.isnan(v)) else
+                      format(v, floatfmt) if isinstance(v, float) else str(v))
+    rows = [list(map(str, df.columns)), ['---'] * len(df.columns)] + [[cell(v) for v in r] for r in df.itertuples(index=False)]
+    return '\n'.join('| ' + ' | '.join(r) + ' |' for r in rows) + '\n'
+
+def write_table(path, df, caption:str, floatfmt:str='.3g') -> Path:
+    "Write `df` as a markdown table with its caption first to `path` (folders created); print it; return the path."
+    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
+    text = f"{caption}\n\n{md_table(df, floatfmt)}"
+    path.write_text(text); print(text)
+    return path
+
+_INCLUDE = re.compile(r'(<!-- include (\S+) -->\n).*?(<!-- end include -->)', re.S)
+
+def refill_includes(paper) -> list[str]:
+    "Refill every include block of the markdown file `paper` from the file it names; return the names refilled."
+    paper = Path(paper); done = []
+    def fill(m):
+        src = paper.parent / m.group(2)
+        if not src.exists(): raise FileNotFoundError(f"{paper}: include {m.group(2)} names a file that does not exist ({src})")
+        done.append(m.group(2))
+        return m.group(1) + src.read_text().rstrip('\n') + '\n' + m.group(3)
+    paper.write_text(_INCLUDE.sub(fill, paper.read_text()))
+    return done

@@ -4,7 +4,7 @@
 
 # %% ../nbs/04_data.ipynb #b589cefb
 from __future__ import annotations
-import csv, hashlib, inspect, itertools, json, math, os, time
+import csv, hashlib, inspect, itertools, json, math, os, shutil, time
 from collections import deque
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
@@ -17,12 +17,13 @@ from tqdm.auto import tqdm
 # %% auto #0
 __all__ = ['UNITS', 'PEERS', 'BAND_TRIADS', 'TRIADS', 'TRIAD_LINE', 'TRIAD_BOX', 'PERMS', 'POPCOUNT', 'LOWBIT', 'FULL',
            'SUDOKU_CSV_HELP', 'CSV_HEADER', 'DATA_VERSION', 'SUDOKU4_GRIDS', 'MAZE_CHARS', 'WALL', 'OPEN', 'START',
-           'GOAL', 'PATH', 'SUDOKU_EXTREME_MIN_RATING', 'TASKS', 'solve_sudoku', 'rate_sudoku', 'generate_sudoku',
-           'sudoku_errors', 'read_sudoku_csv', 'write_sudoku_csv', 'random_keys', 'sudoku_symmetry', 'n_symmetry_keys',
-           'apply_sudoku_symmetry', 'augment_sudoku', 'sudoku_symmetry_hash', 'disjoint_under_symmetry',
-           'PuzzleDataset', 'sudoku_dataset', 'cached_build', 'build_sudoku_benchmark', 'generate_sudoku4',
-           'generate_maze', 'maze_to_text', 'augment_maze', 'maze_canonical', 'Task', 'sudoku_easy_task',
-           'sudoku_extreme_task', 'sudoku_csv_task', 'sudoku4_task', 'maze_task', 'get_task']
+           'GOAL', 'PATH', 'SUDOKU_EXTREME_MIN_RATING', 'TASKS', 'solve_sudoku', 'rate_sudoku', 'propagate_sudoku',
+           'generate_sudoku', 'sudoku_errors', 'read_sudoku_csv', 'write_sudoku_csv', 'random_keys', 'sudoku_symmetry',
+           'n_symmetry_keys', 'apply_sudoku_symmetry', 'augment_sudoku', 'sudoku_symmetry_hash',
+           'disjoint_under_symmetry', 'PuzzleDataset', 'sudoku_dataset', 'build_dir', 'cached_build',
+           'build_sudoku_benchmark', 'generate_sudoku4', 'generate_maze', 'maze_to_text', 'augment_maze',
+           'maze_canonical', 'Task', 'sudoku_easy_task', 'sudoku_extreme_task', 'sudoku_csv_task', 'sudoku4_task',
+           'maze_task', 'get_task']
 
 # %% ../nbs/04_data.ipynb #c7a744c0
 def _sudoku_tables():
@@ -262,6 +263,21 @@ def rate_sudoku(questions, n_jobs:int|None=None) -> np.ndarray:
         raise ValueError(f"questions: puzzle {int(np.flatnonzero(nsol == 0)[0])} has no solution; only solvable puzzles have a rating")
     return guesses
 
+# %% ../nbs/04_data.ipynb #429ec1e3
+@njit(cache=True, nogil=True)
+def _propagate_many(qs):
+    out = np.zeros_like(qs)
+    for i in range(qs.shape[0]):
+        cand = _cand_from(qs[i])
+        if _propagate(cand, np.zeros(81, np.bool_)):
+            for c in range(81):
+                if POPCOUNT[cand[c]] == 1: out[i, c] = LOWBIT[cand[c]] + 1
+    return out
+
+def propagate_sudoku(questions) -> np.ndarray:
+    "Digits that constraint propagation alone fixes (singles, hidden singles, triads; no guessing): (n, 81), 0 = open."
+    return _propagate_many(_as_grids(questions, 'questions'))
+
 # %% ../nbs/04_data.ipynb #2893c6e7
 @njit(cache=True, nogil=True)
 def _only_value(q, c, v):
@@ -291,7 +307,72 @@ def _dig(grid, rng, n_blanks):
     return q, blanks
 
 @njit(cache=True, nogil=True)
-def _generate(start, stop, seed, min_rating, lo, hi, max_tries):
+def _shuffled(rng, n):
+    "A uniformly random permutation of 0..n-1 (Fisher-Yates)."
+    p = np.arange(n)
+    for i in range(n - 1, 0, -1):
+        j = _randint(rng, i + 1); p[i], p[j] = p[j], p[i]
+    return p
+
+@njit(cache=True, nogil=True)
+def _random_symmetry(rng):
+    "A random element of the Sudoku group: (line order, column order, digit map with 0 -> 0, transpose?)."
+    lines = np.empty(9, np.int64); cols = np.empty(9, np.int64); digits = np.zeros(10, np.int8)
+    for out in (lines, cols):
+        bands = _shuffled(rng, 3)
+        for b in range(3):
+            inner = _shuffled(rng, 3)
+            for r in range(3): out[3*b + r] = 3*bands[b] + inner[r]
+    digits[1:] = 1 + _shuffled(rng, 9)
+    return lines, cols, digits, _randint(rng, 2) == 1
+
+@njit(cache=True, nogil=True)
+def _apply_symmetry(q, lines, cols, digits, transpose):
+    x = np.empty(81, np.int8)
+    for r in range(9):
+        for c in range(9): x[r*9 + c] = digits[q[cols[c]*9 + lines[r]] if transpose else q[lines[r]*9 + cols[c]]]
+    return x
+
+@njit(cache=True, nogil=True)
+def _mean_rating(q, k, rng):
+    "Mean rating of k randomly relabelled copies of q: an estimate of its expected rating."
+    s = np.zeros(81, np.int8); total = 0
+    for _ in range(k):
+        lines, cols, digits, t = _random_symmetry(rng)
+        total += _search(_cand_from(_apply_symmetry(q, lines, cols, digits, t)), 1, s, rng, False)[1]
+    return total / k
+
+@njit(cache=True, nogil=True)
+def _neighbour(q, g, rng):
+    "One move of the hardness search from puzzle q with solution g (see above): (new puzzle, its solution, ok)."
+    clues = np.flatnonzero(q); c1 = clues[_randint(rng, len(clues))]
+    q2 = q.copy(); q2[c1] = 0
+    cand = _cand_from(q2); cand[c1] &= ~(1 << (g[c1] - 1))
+    other = np.zeros(81, np.int8)
+    if _search(cand, 1, other, rng, True)[0] == 0: return q2, g, True       # the clue was redundant
+    keep = other if _randint(rng, 2) == 1 else g
+    diff = np.flatnonzero((q2 == 0) & (other != g))
+    sol = np.zeros(81, np.int8)
+    for i in _shuffled(rng, len(diff)):
+        q2[diff[i]] = keep[diff[i]]
+        if _search(_cand_from(q2), 2, sol, rng, False)[0] == 1: return q2, sol, True
+        q2[diff[i]] = 0
+    return q2, g, False
+
+@njit(cache=True, nogil=True)
+def _climb(q, g, moves, rng, k=2):
+    "Hill-climb the expected rating of puzzle q (solution g) for `moves` proposed neighbours."
+    total = _mean_rating(q, k, rng) * k; count = k
+    for _ in range(moves):
+        q2, g2, ok = _neighbour(q, g, rng)
+        if not ok: continue
+        s = _mean_rating(q2, k, rng)
+        total += _mean_rating(q, 1, rng); count += 1          # the incumbent's estimate keeps improving
+        if s >= total / count: q = q2; g = g2; total = s * k; count = k
+    return q, g
+
+@njit(cache=True, nogil=True)
+def _generate(start, stop, seed, min_rating, lo, hi, max_tries, moves):
     "Puzzles start..stop-1 of stream `seed`: (questions, answers, ratings, tries; tries = -1 where max_tries ran out)."
     n = stop - start
     qs = np.zeros((n, 81), np.int8); gs = np.zeros((n, 81), np.int8); rs = np.zeros(n, np.int64); tries = np.full(n, -1, np.int64)
@@ -304,6 +385,10 @@ def _generate(start, stop, seed, min_rating, lo, hi, max_tries):
             target = -1 if lo < 0 else lo + _randint(rng, hi - lo + 1)
             q, blanks = _dig(g, rng, target)
             if target >= 0 and blanks != target: continue     # became minimal before reaching the target
+            if moves:                                          # search for a harder puzzle, then store it in a random orientation
+                q, g = _climb(q, g, moves, rng)
+                lines, cols, digits, tr = _random_symmetry(rng)
+                q = _apply_symmetry(q, lines, cols, digits, tr); g = _apply_symmetry(g, lines, cols, digits, tr)
             r = _search(_cand_from(q), 1, s, rng, False)[1]
             if r >= min_rating:
                 qs[i] = q; gs[i] = g; rs[i] = r; tries[i] = t + 1
@@ -319,16 +404,21 @@ def _blank_range(n_blanks, n_cells=81):
         raise ValueError(f"n_blanks: expected None, an int or a (lo, hi) pair with 0 <= lo <= hi <= {n_cells}, got {n_blanks!r}")
     return int(lo), int(hi)
 
-def generate_sudoku(n:int, seed:int=0, min_rating:int=0, n_blanks=None, max_tries:int=100_000,
+def generate_sudoku(n:int, seed:int=0, min_rating:int=0, n_blanks=None, search_moves:int=0, max_tries:int=100_000,
                     n_jobs:int|None=None, progress:bool=False):
     "`n` unique-solution 9×9 puzzles: (questions (n, 81), answers (n, 81), ratings (n,)); same seed, same puzzles."
     if int(n) < 0: raise ValueError(f"n: expected an integer >= 0, got {n!r}")
     if int(min_rating) < 0: raise ValueError(f"min_rating: expected an integer >= 0, got {min_rating!r}")
+    if int(search_moves) < 0: raise ValueError(f"search_moves: expected an integer >= 0, got {search_moves!r}")
+    if search_moves and n_blanks is not None:
+        raise ValueError(f"search_moves={search_moves} with n_blanks={n_blanks!r}: the hardness search changes the number of "
+                         f"clues, so it starts from minimal puzzles; pass n_blanks=None")
     if int(max_tries) < 1: raise ValueError(f"max_tries: expected an integer >= 1, got {max_tries!r}")
     if not 0 <= int(seed) < 2**63: raise ValueError(f"seed: expected an integer in [0, 2**63), got {seed!r}")
     lo, hi = _blank_range(n_blanks)
-    parts = _map_chunks(lambda s, e: _generate(s, e, int(seed), int(min_rating), lo, hi, int(max_tries)), int(n), n_jobs,
-                        chunk=16 if min_rating else 256, desc=f'sudoku (min_rating={min_rating})' if progress else None)
+    parts = _map_chunks(lambda s, e: _generate(s, e, int(seed), int(min_rating), lo, hi, int(max_tries), int(search_moves)), int(n),
+                        n_jobs, chunk=1 if search_moves else 16 if min_rating else 256,
+                        desc=f'sudoku (min_rating={min_rating}, search_moves={search_moves})' if progress else None)
     if not parts: return np.zeros((0, 81), np.int8), np.zeros((0, 81), np.int8), np.zeros(0, np.int64)
     q, a, r, tries = (np.concatenate(p) for p in zip(*parts))
     if (tries < 0).any():
@@ -564,45 +654,54 @@ def sudoku_dataset(questions, answers, n_aug:int=0, seed:int=0, box:int=3) -> Pu
 # %% ../nbs/04_data.ipynb #218b934b
 DATA_VERSION = 1
 
-def _atomic_write(path:Path, write):
-    tmp = path.with_name(f'.{path.name}.{os.getpid()}.tmp')
-    write(tmp); os.replace(tmp, path)
-
 def _stats(x) -> dict:
     x = np.asarray(x, np.float64)
     if not len(x): return {}
     return dict(mean=float(x.mean()), std=float(x.std()), min=float(x.min()), median=float(np.median(x)),
                 p90=float(np.percentile(x, 90)), p99=float(np.percentile(x, 99)), max=float(x.max()))
 
-def cached_build(data_dir, name:str, params:dict, build) -> tuple[dict, dict]:
-    "Load `data_dir/name` if its manifest matches `params`, else run `build() -> ({split: {array name: array}}, info)` and save."
-    d = Path(data_dir) / name
-    params = json.loads(json.dumps(params))
+def build_dir(data_dir, name:str, params:dict) -> Path:
+    "Where `cached_build` keeps the build of `name` with `params`: `data_dir/name/<12 hex digits of the params' hash>`."
+    key = hashlib.blake2b(json.dumps(params, sort_keys=True).encode(), digest_size=6).hexdigest()
+    return Path(data_dir) / name / key
+
+def _load_build(d:Path, params:dict):
+    "The splits and manifest stored in `d`, or None when `d` holds no complete build with these `params`."
     man_path = d / 'manifest.json'
-    if man_path.exists():
-        man = json.loads(man_path.read_text())
-        if man.get('version') == DATA_VERSION and man.get('params') == params and all((d / f'{s}.npz').exists() for s in man['splits']):
-            return {s: dict(np.load(d / f'{s}.npz')) for s in man['splits']}, man
+    if not man_path.exists(): return None
+    man = json.loads(man_path.read_text())
+    if man.get('version') != DATA_VERSION or man.get('params') != params: return None
+    return {s: dict(np.load(d / f'{s}.npz')) for s in man['splits']}, {**man, 'dir': str(d)}
+
+def cached_build(data_dir, name:str, params:dict, build) -> tuple[dict, dict]:
+    "Load the build of `name` with `params` from `data_dir`, else run `build() -> ({split: {array name: array}}, info)` and save it."
+    params = json.loads(json.dumps(params))
+    d = build_dir(data_dir, name, params)
+    if (found := _load_build(d, params)) is not None: return found
+    shutil.rmtree(d, ignore_errors=True)                # a build of an older DATA_VERSION, if any
     t0 = time.time()
     splits, info = build()
-    d.mkdir(parents=True, exist_ok=True)
-    for s, arrays in splits.items():
-        _atomic_write(d / f'{s}.npz', lambda p: np.savez(open(p, 'wb'), **arrays))
+    tmp = d.with_name(f'.{d.name}.{os.getpid()}.tmp')
+    tmp.mkdir(parents=True, exist_ok=True)
+    for s, arrays in splits.items(): np.savez(tmp / f'{s}.npz', **arrays)
     man = dict(name=name, version=DATA_VERSION, params=params, splits=list(splits),
                counts={s: int(len(next(iter(a.values())))) for s, a in splits.items()},
                build_seconds=round(time.time() - t0, 2), created=time.strftime('%Y-%m-%dT%H:%M:%S%z'), **info)
-    _atomic_write(man_path, lambda p: p.write_text(json.dumps(man, indent=1)))
-    return splits, man
+    (tmp / 'manifest.json').write_text(json.dumps(man, indent=1))
+    try: tmp.rename(d)                                  # the build appears whole, or not at all
+    except OSError: shutil.rmtree(tmp)                  # another process finished the same build first: keep theirs
+    return splits, {**man, 'dir': str(d)}
 
 # %% ../nbs/04_data.ipynb #6a2def80
 def _subseed(seed:int, *tags) -> int:
     "A 63-bit seed derived from `seed` and tags (split names, rounds)."
     return int.from_bytes(hashlib.blake2b(repr((seed,) + tags).encode(), digest_size=8).digest(), 'little') >> 1
 
-def build_sudoku_benchmark(n_train:int, n_test:int, seed:int=0, min_rating:int=0, n_blanks=None,
+def build_sudoku_benchmark(n_train:int, n_test:int, seed:int=0, min_rating:int=0, n_blanks=None, search_moves:int=0,
                            n_jobs:int|None=None, progress:bool=True) -> tuple[dict, dict]:
     "Generate train/test puzzles with no test puzzle symmetric to a train puzzle (or to another test puzzle)."
-    def gen(n, *tags): return generate_sudoku(n, _subseed(seed, *tags), min_rating, n_blanks, n_jobs=n_jobs, progress=progress)
+    def gen(n, *tags): return generate_sudoku(n, _subseed(seed, *tags), min_rating, n_blanks, search_moves=search_moves, n_jobs=n_jobs,
+                                               progress=progress)
     train = gen(n_train, 'train')
     keep, _ = disjoint_under_symmetry(train[0], train[0][:0])
     train = [x[keep] for x in train]
@@ -757,15 +856,15 @@ def sudoku_easy_task(data_dir='data', n_train:int=10_000, n_test:int=1_000, n_bl
                      n_jobs:int|None=None) -> Task:
     "9×9 puzzles with few blanks (the CPU default)."
     params = dict(n_train=n_train, n_test=n_test, n_blanks=n_blanks, seed=seed)
-    splits, man = cached_build(data_dir, 'sudoku-easy', params, lambda: build_sudoku_benchmark(n_train, n_test, seed, 0, n_blanks, n_jobs))
+    splits, man = cached_build(data_dir, 'sudoku-easy', params, lambda: build_sudoku_benchmark(n_train, n_test, seed, 0, n_blanks, n_jobs=n_jobs))
     return _sudoku_task('sudoku-easy', splits, man, n_aug, seed)
 
 def sudoku_extreme_task(data_dir='data', n_train:int=1_000, n_test:int=10_000, min_rating:int=SUDOKU_EXTREME_MIN_RATING,
-                        n_blanks=None, seed:int=0, n_aug:int=1_000, n_jobs:int|None=None) -> Task:
-    "The generated hard benchmark: minimal puzzles with rating ≥ `min_rating`, TRM-sized (1k train × augmentation)."
-    params = dict(n_train=n_train, n_test=n_test, min_rating=min_rating, n_blanks=n_blanks, seed=seed)
+                        n_blanks=None, search_moves:int=0, seed:int=0, n_aug:int=1_000, n_jobs:int|None=None) -> Task:
+    "The generated hard benchmark: minimal puzzles rated ≥ `min_rating`, optionally hill-climbed for `search_moves` moves; TRM-sized."
+    params = dict(n_train=n_train, n_test=n_test, min_rating=min_rating, n_blanks=n_blanks, search_moves=search_moves, seed=seed)
     splits, man = cached_build(data_dir, 'sudoku-extreme', params,
-                               lambda: build_sudoku_benchmark(n_train, n_test, seed, min_rating, n_blanks, n_jobs))
+                               lambda: build_sudoku_benchmark(n_train, n_test, seed, min_rating, n_blanks, search_moves, n_jobs=n_jobs))
     return _sudoku_task('sudoku-extreme', splits, man, n_aug, seed)
 
 def sudoku_csv_task(path=None, data_dir='data', n_train:int|None=1_000, n_test:int|None=None, seed:int=0, n_aug:int=1_000) -> Task:

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from .lipschitz import check_int
 
 # %% auto #0
 __all__ = ['spectral_norm_2x2', 'Orthogonal', 'GainOperator', 'BlockGain', 'RowSumGain']
@@ -70,7 +71,7 @@ class _Gain(nn.Module):
     "Shared part of the gains: the two learned rotations, the operator M, and the exact bound ‖N‖₂."
     def __init__(self, hidden:int):
         super().__init__()
-        if not (isinstance(hidden, int) and hidden >= 1): raise ValueError(f"hidden must be an int >= 1, got {hidden!r}")
+        check_int('hidden', hidden)
         self.hidden = hidden
         self.U_HL, self.U_LH = Orthogonal(hidden), Orthogonal(hidden)
 

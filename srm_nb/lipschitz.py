@@ -11,14 +11,16 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['ELEMENTWISE_BOUNDS', 'LINEAR_LAYERS', 'frozen_weights', 'identity_like', 'aol_weight', 'AOLLinear', 'cayley',
-           'CayleyLinear', 'SandwichLinear', 'SpectralNormLinear', 'PlainLinear', 'MaxMin', 'ConvexResidual',
+__all__ = ['ELEMENTWISE_BOUNDS', 'LINEAR_LAYERS', 'check_int', 'frozen_weights', 'identity_like', 'aol_weight', 'AOLLinear',
+           'cayley', 'CayleyLinear', 'SandwichLinear', 'SpectralNormLinear', 'PlainLinear', 'MaxMin', 'ConvexResidual',
            'MeanCenter', 'AlongTokens', 'lipschitz_bound', 'jacobian_norm', 'adversarial_jacobian_norm', 'make_linear']
 
 # %% ../nbs/00_lipschitz.ipynb #c143c989
-def _check_size(owner:str, name:str, value):
-    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
-        raise ValueError(f"{owner}: {name} must be a positive int, got {value!r}")
+def check_int(name:str, value, lo:int=1, hi:int|None=None) -> int:
+    "`value` if it is an integer in [lo, hi] (no upper limit when `hi` is None); else a ValueError naming `name`."
+    if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
+        raise ValueError(f"{name}: expected an integer {'>= ' + str(lo) if hi is None else f'in [{lo}, {hi}]'}, got {value!r}")
+    return value
 
 class _Linear(nn.Module):
     "Base of the linear layers: size checks, input check, forward through `effective_weight()`."
@@ -26,7 +28,7 @@ class _Linear(nn.Module):
     def __init__(self, in_features:int, out_features:int, bias:bool=True):
         super().__init__()
         name = type(self).__name__
-        _check_size(name, 'in_features', in_features); _check_size(name, 'out_features', out_features)
+        check_int(f'{name}: in_features', in_features); check_int(f'{name}: out_features', out_features)
         self.in_features, self.out_features = in_features, out_features
         self.bias = nn.Parameter(torch.zeros(out_features)) if bias else None
         self._frozen_weight = None   # set by `frozen_weights`

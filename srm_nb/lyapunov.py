@@ -13,6 +13,7 @@ from torch.func import jvp, vjp, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 import plotly.graph_objects as go
+from .lipschitz import check_int
 
 # %% auto #0
 __all__ = ['sqrt_weights', 'scaled_step', 'lyapunov_spectrum', 'LipschitzEstimate', 'lipschitz_estimate', 'FixedPointTrace',
@@ -25,12 +26,6 @@ def _check_state(s0, name:str='s0'):
         got = f"{s0.dtype} tensor of shape {tuple(s0.shape)}" if isinstance(s0, torch.Tensor) else type(s0).__name__
         raise ValueError(f"{name}: expected a floating-point tensor of shape (batch, ...), got {got}")
     return s0
-
-def _check_int(name:str, v, lo:int, hi:Optional[int]=None):
-    if not isinstance(v, int) or v < lo or (hi is not None and v > hi):
-        rng = f">= {lo}" if hi is None else f"in [{lo}, {hi}]"
-        raise ValueError(f"{name}: expected an integer {rng}, got {v!r}")
-    return v
 
 def sqrt_weights(weights, s):
     "√weights as a tensor on `s`'s device/dtype that broadcasts against `s` (B, ...), or None for the plain norm."
@@ -135,8 +130,8 @@ def lyapunov_spectrum(step:Callable, s0, k:int, n_steps:int, warmup:int=0, settl
     With `return_history=True` also returns the per-step log-stretches log|R_ii| (B, n_steps, k) in QR order."""
     s = _check_state(s0)
     if dtype is not None: s = s.to(dtype)
-    _check_int('k', k, 1, s[0].numel()); _check_int('n_steps', n_steps, 1)
-    _check_int('warmup', warmup, 0); _check_int('settle', settle, 0)
+    check_int('k', k, 1, s[0].numel()); check_int('n_steps', n_steps, 1)
+    check_int('warmup', warmup, 0); check_int('settle', settle, 0)
     sw = sqrt_weights(weights, s)
     run = _spectrum(scaled_step(step, sw), s if sw is None else s * sw, k, n_steps, warmup, settle, seed, progress=progress)
     lam = run.lam.sort(-1, descending=True).values
@@ -200,7 +195,7 @@ def lipschitz_estimate(step:Callable, s0, weights=None, n_iter:int=20, n_pairs:i
     """Empirical Lipschitz constants of `step` around `s0` (B, ...) in the weighted norm: per-example local ‖J(s0)‖₂
     (power iteration, `n_iter` jvp+vjp) and a lower bound from `n_pairs` pairs optimised for `opt_steps` Adam steps."""
     s = _check_state(s0)
-    _check_int('n_iter', n_iter, 1); _check_int('n_pairs', n_pairs, 0); _check_int('opt_steps', opt_steps, 0)
+    check_int('n_iter', n_iter, 1); check_int('n_pairs', n_pairs, 0); check_int('opt_steps', opt_steps, 0)
     sw = sqrt_weights(weights, s)
     f = scaled_step(step, sw)
     u = s if sw is None else s * sw
@@ -225,8 +220,8 @@ def fixed_point_residuals(step:Callable, s0, n_steps:int, weights=None, tol:Opti
     """Residuals ‖s_{t+1} − s_t‖ for `n_steps` iterations from `s0` (B, ...) and distances to the fixed point s*, found by
     iterating until every residual is below `tol·‖s‖` (default 10·eps of the dtype) or `max_iter` (default 10·n_steps)."""
     s = _check_state(s0)
-    _check_int('n_steps', n_steps, 1)
-    max_iter = _check_int('max_iter', 10 * n_steps if max_iter is None else max_iter, n_steps)
+    check_int('n_steps', n_steps, 1)
+    max_iter = check_int('max_iter', 10 * n_steps if max_iter is None else max_iter, n_steps)
     tol = 10 * torch.finfo(s.dtype).eps if tol is None else tol
     if not tol > 0: raise ValueError(f"tol: expected a positive number, got {tol!r}")
     sw = sqrt_weights(weights, s)
@@ -298,12 +293,12 @@ def probe_model(model, tokens, k:int=4, n_steps:int=24, warmup:int=16, settle:in
     """Top-`k` Lyapunov spectrum, Jacobian norms along the trajectory, pair Lipschitz bound and residual curve of one
     `cycle` of `model` on the puzzles `tokens` (B, seq_len), per example in the model's weighted norm, beside
     `model.certified_lipschitz()`. Works for any RecursiveModel (SRM, TRM, HRM); `dtype` probes a converted copy."""
-    _check_int('n_steps', n_steps, 1); _check_int('warmup', warmup, 0); _check_int('settle', settle, 0)
-    _check_int('n_pairs', n_pairs, 0); _check_int('opt_steps', opt_steps, 0)
+    check_int('n_steps', n_steps, 1); check_int('warmup', warmup, 0); check_int('settle', settle, 0)
+    check_int('n_pairs', n_pairs, 0); check_int('opt_steps', opt_steps, 0)
     if dtype is not None and dtype != next(model.parameters()).dtype: model = copy.deepcopy(model).to(dtype)
     with _eval_mode(model):
         step, z0, w = model_step(model, tokens, dtype)
-        _check_int('k', k, 1, z0[0].numel())
+        check_int('k', k, 1, z0[0].numel())
         sw = sqrt_weights(w, z0)
         f = scaled_step(step, sw)
         run = _spectrum(f, z0 * sw, k, n_steps, warmup, settle, seed, track_norm=True)

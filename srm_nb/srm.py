@@ -8,7 +8,7 @@ import math
 from dataclasses import dataclass
 import torch
 import torch.nn as nn
-from .lipschitz import (LINEAR_LAYERS, AlongTokens, ConvexResidual, MaxMin, MeanCenter, frozen_weights, lipschitz_bound,
+from .lipschitz import (LINEAR_LAYERS, AlongTokens, ConvexResidual, MaxMin, MeanCenter, check_int, frozen_weights, lipschitz_bound,
                               make_linear)
 from .gain import BlockGain, GainOperator, RowSumGain
 from .recursive import RecursiveModel, rollout
@@ -20,15 +20,12 @@ __all__ = ['ACTIVATIONS', 'GRAD_MODES', 'SCHEDULES', 'Psi', 'srm_step', 'StepCon
 # %% ../nbs/02_srm.ipynb #f5c2d694
 ACTIVATIONS = dict(maxmin=MaxMin, relu=nn.ReLU)
 
-def _check_int(name, value, lo=1):
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo:
-        raise ValueError(f"{name} must be an int >= {lo}, got {value!r}")
 
 class Psi(nn.Module):
     "1-Lipschitz MLP-Mixer block on (B, S, W): `depth` × [mean-centre?, token mixing S×S, channel MLP W→e·W→W], convex residuals."
     def __init__(self, seq_len:int, width:int, depth:int=2, expansion:int=1, layer:str='aol', act:str='maxmin',
                  residual:float=0.5, mean_center:bool=False):
-        _check_int('seq_len', seq_len); _check_int('width', width); _check_int('depth', depth); _check_int('expansion', expansion)
+        check_int('seq_len', seq_len); check_int('width', width); check_int('depth', depth); check_int('expansion', expansion)
         if layer not in LINEAR_LAYERS: raise ValueError(f"layer must be one of {sorted(LINEAR_LAYERS)}, got {layer!r}")
         if act not in ACTIVATIONS: raise ValueError(f"act must be one of {sorted(ACTIVATIONS)}, got {act!r}")
         if act == 'maxmin' and (expansion * width) % 2: raise ValueError(f"act='maxmin' needs an even expansion*width, got {expansion * width}")
@@ -88,7 +85,7 @@ class SRMCell(nn.Module):
                  mean_center:bool=False, floor:float=0.0, learn_kappa:bool=False, kappa_anchor:float=0.9,
                  lambda_anchor:float=1.0, gain:str='block'):
         super().__init__()
-        _check_int('hidden', hidden); _check_int('seq_len', seq_len); _check_step_args(alpha, sigma)
+        check_int('hidden', hidden); check_int('seq_len', seq_len); _check_step_args(alpha, sigma)
         if not (isinstance(eta, (int, float)) and eta > 0): raise ValueError(f"eta must be > 0, got {eta!r}")
         if gain not in ('block', 'rowsum'): raise ValueError(f"gain must be 'block' or 'rowsum', got {gain!r}")
         if gain == 'rowsum' and (floor or learn_kappa):
@@ -161,7 +158,7 @@ def fixed_point_solve(f, s, tol:float=1e-4, max_iter:int=100):
     """Iterate s ← f(s) until the relative residual ‖f(s) − s‖/‖f(s)‖ of every example is ≤ tol (or max_iter);
     return the last iterate f(s) and the residual history (list of per-example tensors)."""
     if not tol > 0: raise ValueError(f"tol must be > 0, got {tol!r}")
-    _check_int('max_iter', max_iter)
+    check_int('max_iter', max_iter)
     history = []
     for _ in range(max_iter):
         new = f(s)
@@ -204,16 +201,15 @@ class SRM(RecursiveModel):
                  adjoint_tol:float=1e-6, adjoint_max_iter:int=100):
         if schedule not in SCHEDULES: raise ValueError(f"schedule must be one of {SCHEDULES}, got {schedule!r}")
         if grad not in GRAD_MODES: raise ValueError(f"grad must be one of {GRAD_MODES}, got {grad!r}")
-        _check_int('n_l', n_l)
+        check_int('n_l', n_l)
         if cycles is None: cycles = 21 if schedule == 'joint' else 3
-        _check_int('cycles', cycles)
+        check_int('cycles', cycles)
         super().__init__(vocab_size, seq_len, hidden, n_prefix, cycles, pos, halt)
         if grad_cycles is None: grad_cycles = max(1, cycles // 3) if schedule == 'joint' else 1
-        if isinstance(grad_cycles, bool) or not isinstance(grad_cycles, int) or not 1 <= grad_cycles <= cycles:
-            raise ValueError(f"grad_cycles must be an int in [1, cycles={cycles}], got {grad_cycles!r}")
+        check_int(f'grad_cycles (at most cycles={cycles})', grad_cycles, 1, cycles)
         for name, v in (('tol', tol), ('adjoint_tol', adjoint_tol)):
             if not (isinstance(v, (int, float)) and v > 0): raise ValueError(f"{name} must be > 0, got {v!r}")
-        _check_int('max_iter', max_iter); _check_int('adjoint_max_iter', adjoint_max_iter)
+        check_int('max_iter', max_iter); check_int('adjoint_max_iter', adjoint_max_iter)
         if grad == 'implicit' and sigma > 0: raise ValueError(f"grad='implicit' needs a deterministic step: sigma must be 0, got {sigma!r}")
         if grad == 'implicit' and schedule == 'hierarchical' and not certify_cycle:
             raise ValueError("grad='implicit' needs a certified contraction: certify_cycle must be True for schedule='hierarchical'")
@@ -289,7 +285,7 @@ class SRM(RecursiveModel):
     @torch.no_grad()
     def predict_vote(self, tokens, n_samples:int=8, n_segments:int=16, puzzle_ids=None):
         "Per-cell majority vote (B, seq_len) over `n_samples` trajectories of `n_segments` segments (noisy when σ > 0)."
-        _check_int('n_samples', n_samples)
+        check_int('n_samples', n_samples)
         preds, _ = rollout(self, tokens.repeat(n_samples, 1), n_segments,
                            None if puzzle_ids is None else puzzle_ids.repeat(n_samples))
         return preds[-1].view(n_samples, *tokens.shape).mode(0).values

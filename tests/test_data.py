@@ -252,9 +252,9 @@ def test_dataset_tokens_and_workers(easy):
 def test_get_task_errors_and_cache(tmp_path):
     with pytest.raises(ValueError, match="sudoku-easy.*sudoku-extreme|maze"): D.get_task('chess')
     t = D.get_task('sudoku-extreme', data_dir=tmp_path, n_train=8, n_test=8, min_rating=2, n_aug=3)
-    m = json.loads((tmp_path / 'sudoku-extreme' / 'manifest.json').read_text())
+    m = json.loads((D.build_dir(tmp_path, 'sudoku-extreme', t.meta['params']) / 'manifest.json').read_text())
     assert m['params']['min_rating'] == 2 and m['counts'] == {'train': 8, 'test': 8} and m['rating']['test']['min'] >= 2
-    assert len(t.train) == 32 and t.meta == m
+    assert len(t.train) == 32 and t.meta == {**m, 'dir': str(D.build_dir(tmp_path, 'sudoku-extreme', m['params']))}
     t2 = D.get_task('sudoku-extreme', data_dir=tmp_path, n_train=8, n_test=8, min_rating=2, n_aug=3)
     assert t2.meta['created'] == m['created']                                 # reused, not rebuilt
     t3 = D.get_task('sudoku-extreme', data_dir=tmp_path, n_train=8, n_test=8, min_rating=3)
