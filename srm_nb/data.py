@@ -13,6 +13,7 @@ import numpy as np
 import torch
 from numba import njit
 from tqdm.auto import tqdm
+from .lipschitz import check_int
 
 # %% auto #0
 __all__ = ['UNITS', 'PEERS', 'BAND_TRIADS', 'TRIADS', 'TRIAD_LINE', 'TRIAD_BOX', 'PERMS', 'POPCOUNT', 'LOWBIT', 'FULL',
@@ -429,8 +430,10 @@ def generate_sudoku(n:int, seed:int=0, min_rating:int=0, n_blanks=None, search_m
 # %% ../nbs/04_data.ipynb #627ba785
 SUDOKU_CSV_HELP = ("Sudoku-Extreme is on the Hugging Face hub as sapientinc/sudoku-extreme (train.csv, test.csv), e.g. "
                    "`huggingface-cli download sapientinc/sudoku-extreme --repo-type dataset --local-dir data/sudoku-extreme-csv`; "
-                   "then get_task('sudoku-csv', path='data/sudoku-extreme-csv').")
+                   "then get_task('sudoku-csv', path='data/sudoku-extreme-csv'), or path='<one CSV file>' to split one file.")
 CSV_HEADER = ['source', 'question', 'answer', 'rating']
+_CSV_EXPECTED = ("a header naming the columns question and answer once each (Sudoku-Extreme: source,question,answer,rating; "
+                 "any order, source and rating optional, other columns ignored)")
 
 def sudoku_errors(questions, answers) -> np.ndarray:
     "Per row, 0 if `answers` is a valid complete grid agreeing with `questions`, else a code: 1 incomplete, 2 clue changed, 3 rule broken."
@@ -448,8 +451,15 @@ def sudoku_errors(questions, answers) -> np.ndarray:
 _ERR = {1: 'answer is not a complete grid of digits 1-9', 2: 'answer contradicts a clue of the question',
         3: 'answer breaks the Sudoku rules (a row, column or box repeats a digit)'}
 
+def _csv_columns(header, path) -> dict:
+    "Index of each of `CSV_HEADER`'s columns in the CSV `header` row (None for an absent optional one); ValueError naming line 1."
+    names = [h.strip().lower() for h in header or []]
+    if any(names.count(c) > 1 for c in CSV_HEADER) or not {'question', 'answer'} <= set(names):
+        raise ValueError(f"{path}, line 1: expected {_CSV_EXPECTED}, got {header!r}")
+    return {c: names.index(c) if c in names else None for c in CSV_HEADER}
+
 def _decode(strings, allowed, name, path, first_line):
-    "81-character strings -> (n, 81) int8 with '.' as 0; ValueError naming the first bad line."
+    "81-character strings -> (n, 81) int8 with '.' and '0' as 0; ValueError naming the first bad line."
     for i, s in enumerate(strings):
         if len(s) != 81: raise ValueError(f"{path}, line {first_line + i}: {name} has {len(s)} characters, expected 81")
     buf = np.frombuffer(''.join(strings).encode('ascii', 'replace'), np.uint8).reshape(len(strings), 81)
@@ -459,36 +469,41 @@ def _decode(strings, allowed, name, path, first_line):
         raise ValueError(f"{path}, line {first_line + i}: {name} has character {strings[i][c]!r} at position {c}, expected one of {allowed!r}")
     return np.where(buf == ord('.'), 0, buf.astype(np.int16) - ord('0')).astype(np.int8)
 
-def _decode_rows(rows, path, first_line):
-    "Validated (questions, answers, ratings) of parsed CSV rows starting at file line `first_line`."
+def _decode_rows(rows, header, cols, path, first_line, with_source=False):
+    "Validated (questions, answers, ratings[, sources]) of parsed CSV rows starting at file line `first_line`; rating -1 = none given."
     for i, row in enumerate(rows):
-        if len(row) != 4: raise ValueError(f"{path}, line {first_line + i}: expected 4 fields (source,question,answer,rating), got {len(row)}")
-    q = _decode([r[1] for r in rows], '.123456789', 'question', path, first_line)
-    a = _decode([r[2] for r in rows], '123456789', 'answer', path, first_line)
-    for i, r in enumerate(rows):
-        if not r[3].strip().lstrip('-').isdigit(): raise ValueError(f"{path}, line {first_line + i}: rating {r[3]!r} is not an integer")
+        if len(row) != len(header):
+            raise ValueError(f"{path}, line {first_line + i}: expected {len(header)} fields ({','.join(header)}, as in the header), got {len(row)}")
+    q = _decode([r[cols['question']] for r in rows], '.0123456789', 'question', path, first_line)
+    a = _decode([r[cols['answer']] for r in rows], '123456789', 'answer', path, first_line)
     err = sudoku_errors(q, a)
     if err.any():
         i = int(np.flatnonzero(err)[0])
         raise ValueError(f"{path}, line {first_line + i}: {_ERR[int(err[i])]}")
-    return q, a, np.array([int(r[3]) for r in rows], np.int64)
+    if cols['rating'] is None: ratings = np.full(len(rows), -1, np.int64)
+    else:
+        strs = [r[cols['rating']] for r in rows]
+        for i, s in enumerate(strs):
+            if not s.strip().lstrip('-').isdigit(): raise ValueError(f"{path}, line {first_line + i}: rating {s!r} is not an integer")
+        ratings = np.array([int(s) for s in strs], np.int64)
+    if not with_source: return q, a, ratings
+    return q, a, ratings, np.array([r[cols['source']] if cols['source'] is not None else '' for r in rows], str)
 
-def read_sudoku_csv(path, max_rows:int|None=None, chunk:int=200_000):
-    "Read a Sudoku-Extreme CSV (`source,question,answer,rating`): (questions (n, 81), answers (n, 81), ratings (n,)); 0 = blank."
+def read_sudoku_csv(path, max_rows:int|None=None, chunk:int=200_000, with_source:bool=False):
+    "Read a Sudoku-Extreme CSV: (questions (n, 81), answers (n, 81), ratings (n,), + sources (n,) if `with_source`); 0 = blank."
     path = Path(path)
     if not path.is_file(): raise FileNotFoundError(f"{path}: no such file. {SUDOKU_CSV_HELP}")
     parts, rows, line = [], [], 2
-    with open(path, newline='') as f:
+    with open(path, newline='', encoding='utf-8-sig') as f:       # utf-8-sig: a byte-order mark is not part of the first name
         reader = csv.reader(f)
         header = next(reader, None)
-        if header is None or [h.strip() for h in header] != CSV_HEADER:
-            raise ValueError(f"{path}, line 1: expected the header {','.join(CSV_HEADER)}, got {header!r}")
+        cols = _csv_columns(header, path)
         for i, row in enumerate(reader):
             if max_rows is not None and i >= max_rows: break
             rows.append(row)
             if len(rows) == chunk:                    # convert in chunks: 3.8 M rows of Python strings would not fit comfortably
-                parts.append(_decode_rows(rows, path, line)); line += len(rows); rows = []
-    if rows or not parts: parts.append(_decode_rows(rows, path, line))
+                parts.append(_decode_rows(rows, header, cols, path, line, with_source)); line += len(rows); rows = []
+    if rows or not parts: parts.append(_decode_rows(rows, header, cols, path, line, with_source))
     return tuple(np.concatenate(p) for p in zip(*parts))
 
 def write_sudoku_csv(path, questions, answers, ratings, source='srm_nb') -> Path:
@@ -844,13 +859,17 @@ class Task:
     seq_len: int
     name: str
     meta: dict = field(default_factory=dict)
+    final_test: torch.utils.data.Dataset | None = None   # the full test set for the final number; None → test
+    row_ids: dict[str, np.ndarray] | None = None         # per split, its rows' 0-based data-row indices in the source CSV
 
 SUDOKU_EXTREME_MIN_RATING = 4     # default hard threshold: see "How hard is sudoku-extreme?" below
 
 def _sudoku_task(name, splits, man, n_aug, seed, box=3) -> Task:
-    tr, te = splits['train'], splits['test']
-    return Task(sudoku_dataset(tr['questions'], tr['answers'], n_aug, seed, box), sudoku_dataset(te['questions'], te['answers'], 0, seed, box),
-                vocab_size=box * box + 2, seq_len=box**4, name=name, meta=man)
+    "A Sudoku `Task` from stored splits; `final_test` and `row_ids` where the build stored them (sudoku-csv)."
+    def ds(s, k=0): return sudoku_dataset(splits[s]['questions'], splits[s]['answers'], k, seed, box)
+    rows = {s: v['rows'] for s, v in splits.items() if 'rows' in v}
+    return Task(ds('train', n_aug), ds('test'), vocab_size=box * box + 2, seq_len=box**4, name=name, meta=man,
+                final_test=ds('final_test') if 'final_test' in splits else None, row_ids=rows or None)
 
 def sudoku_easy_task(data_dir='data', n_train:int=10_000, n_test:int=1_000, n_blanks=(8, 16), seed:int=0, n_aug:int=1,
                      n_jobs:int|None=None) -> Task:
@@ -867,26 +886,58 @@ def sudoku_extreme_task(data_dir='data', n_train:int=1_000, n_test:int=10_000, m
                                lambda: build_sudoku_benchmark(n_train, n_test, seed, min_rating, n_blanks, search_moves, n_jobs=n_jobs))
     return _sudoku_task('sudoku-extreme', splits, man, n_aug, seed)
 
-def sudoku_csv_task(path=None, data_dir='data', n_train:int|None=1_000, n_test:int|None=None, seed:int=0, n_aug:int=1_000) -> Task:
-    "The real Sudoku-Extreme CSVs in folder `path` (train.csv, test.csv); `n_train`/`n_test` random subsets (None = all)."
-    if path is None: raise ValueError(f"path: the 'sudoku-csv' task needs path=<folder with train.csv and test.csv>. {SUDOKU_CSV_HELP}")
+_CSV_LAYOUT = ("a folder holding train.csv and test.csv (the layout of the Sudoku-Extreme dataset: columns "
+               "source,question,answer,rating) or one such CSV file")
+
+def _sudoku_csv_files(path) -> dict:
+    "The CSV file each split comes from: a folder's train.csv and test.csv, or one file for both; errors say what belongs where."
+    if path is None: raise ValueError(f"path: the 'sudoku-csv' task needs path=<{_CSV_LAYOUT}>. {SUDOKU_CSV_HELP}")
     path = Path(path).expanduser().resolve()
+    if path.is_file(): return {'train': path, 'test': path}
+    if not path.is_dir(): raise FileNotFoundError(f"path: expected {_CSV_LAYOUT}; got {path}, which does not exist. {SUDOKU_CSV_HELP}")
     files = {s: path / f'{s}.csv' for s in ('train', 'test')}
-    for f in files.values():
-        if not f.is_file(): raise FileNotFoundError(f"{f}: no such file. {SUDOKU_CSV_HELP}")
-    stamp = {s: [f.stat().st_size, int(f.stat().st_mtime)] for s, f in files.items()}
-    params = dict(path=str(path), files=stamp, n_train=n_train, n_test=n_test, seed=seed)
-    def build():
-        splits = {}
-        for s, n in (('train', n_train), ('test', n_test)):
-            q, a, r = read_sudoku_csv(files[s])
-            if n is not None and n < len(q):
-                keep = np.sort(np.random.default_rng(_subseed(seed, 'csv', s)).choice(len(q), n, replace=False))
-                q, a, r = q[keep], a[keep], r[keep]
-            splits[s] = dict(questions=q, answers=a, ratings=r)
-        return splits, dict(blanks={s: _stats((v['questions'] == 0).sum(1)) for s, v in splits.items()},
-                            rating={s: _stats(v['ratings']) for s, v in splits.items()})
-    splits, man = cached_build(data_dir, 'sudoku-csv', params, build)
+    missing = [f.name for f in files.values() if not f.is_file()]
+    if missing:
+        held = ', '.join(sorted(p.name for p in path.iterdir())[:10]) or 'nothing'
+        raise FileNotFoundError(f"path: expected {_CSV_LAYOUT}; got {path}, a folder without {' and '.join(missing)} (it holds {held}; "
+                                f"to split one CSV file into train and test, pass the file itself). {SUDOKU_CSV_HELP}")
+    return files
+
+def _subsample(n_rows:int, n:int|None, seed:int, split:str) -> np.ndarray:
+    "Sorted ids of a seeded random `n` of `n_rows` rows (all rows when `n` is None or at least `n_rows`)."
+    if n is None or n >= n_rows: return np.arange(n_rows)
+    return np.sort(np.random.default_rng(_subseed(seed, 'csv', split)).choice(n_rows, n, replace=False))
+
+def _csv_split_rows(n_train_rows:int, n_test_rows:int, n_train, n_test, seed:int, one_file:bool) -> dict:
+    "Row ids of train, test and, when test is a subset, final_test (the whole test set); one file: test = the rows not drawn for train."
+    train = _subsample(n_train_rows, n_train, seed, 'train')
+    final = np.setdiff1d(np.arange(n_test_rows), train) if one_file else np.arange(n_test_rows)
+    if one_file and not len(final):
+        raise ValueError(f"n_train={n_train}: the CSV file has {n_train_rows} data rows, so no test rows would remain; lower n_train")
+    test = final[_subsample(len(final), n_test, seed, 'test')]
+    return dict(train=train, test=test, **({'final_test': final} if len(test) < len(final) else {}))
+
+def _sudoku_csv_build(files:dict, n_train, n_test, seed:int) -> tuple[dict, dict]:
+    "Read the CSV file(s) and keep each split's rows, with their row ids as `rows`."
+    data = {f: read_sudoku_csv(f) for f in dict.fromkeys(files.values())}
+    src = dict(train=files['train'], test=files['test'], final_test=files['test'])
+    ids = _csv_split_rows(len(data[src['train']][0]), len(data[src['test']][0]), n_train, n_test, seed, files['train'] == files['test'])
+    splits = {s: dict(zip(('questions', 'answers', 'ratings'), (x[r] for x in data[src[s]])), rows=r) for s, r in ids.items()}
+    return splits, dict(csv={s: str(src[s]) for s in splits},
+                        blanks={s: _stats((v['questions'] == 0).sum(1)) for s, v in splits.items()},
+                        rating={s: _stats(v['ratings'][v['ratings'] >= 0]) for s, v in splits.items()})
+
+def sudoku_csv_task(path=None, data_dir='data', n_train:int|None=1_000, n_test:int|None=None, seed:int=0, n_aug:int=1_000) -> Task:
+    "The real Sudoku-Extreme CSVs: `path` is a folder with train.csv and test.csv, or one CSV file; seeded `n_train`/`n_test` subsets (None = all)."
+    files = _sudoku_csv_files(path)
+    for name, n in (('n_train', n_train), ('n_test', n_test)):
+        if n is not None: check_int(name, n)
+    if n_train is None and files['train'] == files['test']:
+        raise ValueError("n_train=None: with one CSV file every row would be a training row and none a test row; pass n_train")
+    for f in dict.fromkeys(files.values()): read_sudoku_csv(f, max_rows=0)    # a bad header fails now, not after minutes of reading
+    stamp = {str(f): [f.stat().st_size, int(f.stat().st_mtime)] for f in dict.fromkeys(files.values())}
+    params = dict(files=stamp, n_train=n_train, n_test=n_test, seed=seed)
+    splits, man = cached_build(data_dir, 'sudoku-csv', params, lambda: _sudoku_csv_build(files, n_train, n_test, seed))
     return _sudoku_task('sudoku-csv', splits, man, n_aug, seed)
 
 def sudoku4_task(data_dir='data', n_train:int=1_000, n_test:int=500, n_blanks=(4, 10), seed:int=0, n_aug:int=1) -> Task:

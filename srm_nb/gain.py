@@ -9,7 +9,7 @@ from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .lipschitz import check_int
+from .lipschitz import check_int, outside_autocast
 
 # %% auto #0
 __all__ = ['spectral_norm_2x2', 'Orthogonal', 'GainOperator', 'BlockGain', 'RowSumGain']
@@ -48,8 +48,9 @@ class GainOperator:
         if v.shape[-1] != 2 * D: raise ValueError(f"v: expected last dimension 2*hidden = {2*D}, got {v.shape[-1]}")
         vh, vl = v[..., :D], v[..., D:]
         N = self.N.to(v.dtype)
-        out_h = N[0, 0] * vh + N[0, 1] * (vl @ self.U_HL.to(v.dtype).T) if rows in ('both', 'h') else None
-        out_l = N[1, 0] * (vh @ self.U_LH.to(v.dtype).T) + N[1, 1] * vl if rows in ('both', 'l') else None
+        turn = lambda w, U: (w @ U.to(v.dtype).T).to(v.dtype)   # a bf16 product under autocast, scaled by N in v's dtype
+        out_h = N[0, 0] * vh + N[0, 1] * turn(vl, self.U_HL) if rows in ('both', 'h') else None
+        out_l = N[1, 0] * turn(vh, self.U_LH) + N[1, 1] * vl if rows in ('both', 'l') else None
         if rows == 'h': return out_h
         if rows == 'l': return out_l
         if rows != 'both': raise ValueError(f"rows: expected 'both', 'h' or 'l', got {rows!r}")
@@ -78,8 +79,8 @@ class _Gain(nn.Module):
     def gains(self) -> torch.Tensor: raise NotImplementedError
 
     def operator(self) -> GainOperator:
-        "Materialise M (one D×D solve per rotation): compute once, apply many times."
-        return GainOperator(self.gains(), self.U_HL(), self.U_LH())
+        "Materialise M (one D×D solve per rotation) outside autocast, in the parameters' dtype: compute once, apply many times."
+        return outside_autocast(lambda: GainOperator(self.gains(), self.U_HL(), self.U_LH()), self.U_HL.raw.device)
 
     def forward(self, v: torch.Tensor) -> torch.Tensor:
         "M·v on the last axis (2·hidden)."

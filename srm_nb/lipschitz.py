@@ -11,9 +11,10 @@ import torch.nn as nn
 import torch.nn.functional as F
 
 # %% auto #0
-__all__ = ['ELEMENTWISE_BOUNDS', 'LINEAR_LAYERS', 'check_int', 'frozen_weights', 'identity_like', 'aol_weight', 'AOLLinear',
-           'cayley', 'CayleyLinear', 'SandwichLinear', 'SpectralNormLinear', 'PlainLinear', 'MaxMin', 'ConvexResidual',
-           'MeanCenter', 'AlongTokens', 'lipschitz_bound', 'jacobian_norm', 'adversarial_jacobian_norm', 'make_linear']
+__all__ = ['ELEMENTWISE_BOUNDS', 'LINEAR_LAYERS', 'check_int', 'outside_autocast', 'frozen_weights', 'identity_like',
+           'aol_weight', 'AOLLinear', 'cayley', 'CayleyLinear', 'SandwichLinear', 'SpectralNormLinear', 'PlainLinear',
+           'MaxMin', 'ConvexResidual', 'MeanCenter', 'AlongTokens', 'lipschitz_bound', 'jacobian_norm',
+           'adversarial_jacobian_norm', 'make_linear']
 
 # %% ../nbs/00_lipschitz.ipynb #c143c989
 def check_int(name:str, value, lo:int=1, hi:int|None=None) -> int:
@@ -21,6 +22,10 @@ def check_int(name:str, value, lo:int=1, hi:int|None=None) -> int:
     if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
         raise ValueError(f"{name}: expected an integer {'>= ' + str(lo) if hi is None else f'in [{lo}, {hi}]'}, got {value!r}")
     return value
+
+def outside_autocast(fn, device):
+    "`fn()` with autocast off on `device`'s type: its ops run in their inputs' dtype (float32 weights stay float32)."
+    with torch.autocast(torch.device(device).type, enabled=False): return fn()
 
 class _Linear(nn.Module):
     "Base of the linear layers: size checks, input check, forward through `effective_weight()`."
@@ -41,9 +46,13 @@ class _Linear(nn.Module):
         "The (out_features, in_features) matrix this layer applies."
         raise NotImplementedError
 
+    def built_weight(self) -> torch.Tensor:
+        "`effective_weight()` built outside autocast, in the parameters' dtype: never in bf16, even in mixed precision."
+        return outside_autocast(self.effective_weight, self.weight.device)
+
     def forward(self, x):
         self._check_input(x)
-        W = self.effective_weight() if self._frozen_weight is None else self._frozen_weight
+        W = self.built_weight() if self._frozen_weight is None else self._frozen_weight
         return F.linear(x, W, self.bias)
 
     def lipschitz_bound(self) -> float:
@@ -56,7 +65,7 @@ class _Linear(nn.Module):
 def frozen_weights(module:nn.Module):
     "Inside the block, every linear layer of `module` that applies `effective_weight()` builds it once and reuses it."
     layers = [m for m in module.modules() if isinstance(m, _Linear) and type(m).forward is _Linear.forward]
-    for m in layers: m._frozen_weight = m.effective_weight()
+    for m in layers: m._frozen_weight = m.built_weight()
     try: yield module
     finally:
         for m in layers: m._frozen_weight = None
@@ -156,7 +165,7 @@ class SandwichLinear(_Linear):
     def forward(self, x):
         if not self.relu: return super().forward(x)
         self._check_input(x)
-        A, B = self.factors()
+        A, B = outside_autocast(self.factors, self.weight.device)
         z = F.linear(x, B) * (math.sqrt(2) * torch.exp(-self.psi))
         if self.bias is not None: z = z + self.bias
         return F.linear(F.relu(z) * torch.exp(self.psi), math.sqrt(2) * A.T)
@@ -221,7 +230,7 @@ class ConvexResidual(nn.Module):
         y = self.f(x)
         if y.shape != x.shape:
             raise ValueError(f"ConvexResidual: f must preserve the shape {tuple(x.shape)}, got {tuple(y.shape)}")
-        return torch.lerp(x, y, self.t)
+        return (1 - self.t) * x + self.t * y    # not lerp: under autocast y may be bf16 and x float32
 
     def lipschitz_bound(self) -> float:
         return 1.0 if self.t == 0 else (1 - self.t) + self.t * lipschitz_bound(self.f)

@@ -11,7 +11,7 @@ from .srm import SRM
 
 # %% auto #0
 __all__ = ['MODELS', 'PAPER_CONFIGS', 'MODEL_NAMES', 'PAPER_TRAINING', 'model_class', 'model_params', 'model_config',
-           'build_model', 'count_parameters', 'published_parameter_count']
+           'build_model', 'count_parameters', 'puzzle_parameters', 'published_parameter_count']
 
 # %% ../nbs/03a_models.ipynb #53164564
 _SUDOKU = dict(vocab_size=11, seq_len=81, hidden=512)
@@ -68,6 +68,11 @@ def count_parameters(model:nn.Module, puzzle_table:bool=False) -> int:
     n = sum(p.numel() for p in model.parameters())
     puzzle = getattr(getattr(model, 'embed', None), 'puzzle', None)
     return n if puzzle_table or puzzle is None else n - puzzle.numel()
+
+def puzzle_parameters(model:nn.Module) -> list:
+    "The puzzle-embedding table of `model` as a list ([] if it has none): what the published recipe trains by sign-SGD."
+    puzzle = getattr(getattr(model, 'embed', None), 'puzzle', None)
+    return [] if puzzle is None else [puzzle]
 
 # %% ../nbs/03a_models.ipynb #c7abe43f
 def published_parameter_count(name:str, vocab_size:int=11, seq_len:int=81, hidden:int=512, expansion:float=4.0) -> int:

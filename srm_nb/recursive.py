@@ -35,13 +35,13 @@ def lecun_linear(in_features:int, out_features:int) -> nn.Linear:
     return lin
 
 # %% ../nbs/01a_recursive.ipynb #b26e356f
-def _check_tokens(tokens, seq_len, vocab_size):
+def _check_tokens(tokens, seq_len, vocab_size, values:bool=True):
     if not isinstance(tokens, torch.Tensor) or tokens.dim() != 2 or tokens.shape[1] != seq_len:
         shape = tuple(tokens.shape) if isinstance(tokens, torch.Tensor) else type(tokens).__name__
         raise ValueError(f"tokens: expected a (batch, {seq_len}) integer tensor, got {shape}")
     if tokens.dtype not in (torch.int64, torch.int32, torch.int16, torch.uint8):
         raise ValueError(f"tokens: expected an integer tensor, got dtype {tokens.dtype}")
-    if tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab_size):
+    if values and tokens.numel() and (int(tokens.min()) < 0 or int(tokens.max()) >= vocab_size):
         raise ValueError(f"tokens: values must lie in [0, {vocab_size}), got [{int(tokens.min())}, {int(tokens.max())}]")
 
 class PuzzleEmbedding(nn.Module):
@@ -65,7 +65,7 @@ class PuzzleEmbedding(nn.Module):
     def length(self): return self.n_prefix + self.seq_len
 
     def forward(self, tokens, puzzle_ids=None):
-        _check_tokens(tokens, self.seq_len, self.vocab_size)
+        _check_tokens(tokens, self.seq_len, self.vocab_size, values=not self.training)   # a value check waits for the device
         e = self.tokens(tokens.long())
         if self.n_prefix:
             ids = torch.zeros(len(tokens), dtype=torch.long, device=tokens.device) if puzzle_ids is None else puzzle_ids
@@ -77,7 +77,9 @@ class PuzzleEmbedding(nn.Module):
 
 # %% ../nbs/01a_recursive.ipynb #274f55a2
 def _stablemax_s(x):
-    return torch.where(x < 0, 1 / (1 - x), x + 1)
+    "s(x) = 1/(1 − x) for x < 0, x + 1 for x ≥ 0; the reciprocal only ever sees x < 0 (finite value and gradient everywhere)."
+    neg = x < 0
+    return torch.where(neg, 1 / (1 - torch.where(neg, x, 0)), x + 1)
 
 def log_stablemax(logits, dim:int=-1):
     "log of stablemax(logits) along `dim`: log s(x_i) − log Σ_j s(x_j)."

@@ -2,7 +2,8 @@
 
 Validity and uniqueness are checked with a second, deliberately simple solver written here in pure Python
 (plain backtracking on the most constrained cell), independent of the numba solver under test."""
-import json, math
+import csv, itertools, json, math
+from pathlib import Path
 from collections import deque
 import numpy as np
 import pytest
@@ -207,6 +208,8 @@ def test_benchmark_builder_drops_injected_copies(monkeypatch, tmp_path):
     assert not np.isin(D.sudoku_symmetry_hash(splits['test']['questions']), ht).any()
 
 # ---------------------------------------------------------------- CSV
+def grid_str(x, blank='.'): return ''.join(blank if v == 0 else str(v) for v in x)
+
 def test_csv_roundtrip_and_errors(tmp_path, hard):
     q, a, r = hard
     p = D.write_sudoku_csv(tmp_path / 'h.csv', q, a, r, source=[f's{i}' for i in range(len(q))])
@@ -216,25 +219,113 @@ def test_csv_roundtrip_and_errors(tmp_path, hard):
     src, qs, ans, rat = lines[3].split(',')
     swap = ans[9:18] + ans[:9] + ans[18:]                           # rows 0 and 1 swapped: valid grid, clashes with clues
     bad_grid = ans[:80] + ans[79]                                   # last row repeats a digit
-    cases = {f'{src},{qs}.,{ans},{rat}': '82 characters', f'{src},{qs[:-1]}0,{ans},{rat}': "'0'",
+    cases = {f'{src},{qs}.,{ans},{rat}': '82 characters', f'{src},{qs[:-1]}x,{ans},{rat}': "'x'",
              f'{src},{qs},{ans},x': 'not an integer', f'{src},{qs},{ans}': '4 fields',
              f'{src},{qs},{swap},{rat}': 'contradicts', f'{src},{qs.replace(qs[-1], ".") if qs[-1] != "." else qs},{bad_grid},{rat}': 'rules',
-             f'{src},{qs},{ans[:-1]}.,{rat}': "'.'"}
+             f'{src},{qs},{ans[:-1]}.,{rat}': "'.'", f'{src},{qs},{ans[:-1]}0,{rat}': "'0'"}    # '0' is a blank in questions only
     for row, msg in cases.items():
         bad = lines.copy(); bad[3] = row
         (tmp_path / 'bad.csv').write_text('\n'.join(bad) + '\n')
-        with pytest.raises(ValueError, match=f'line 4: .*{msg}'): D.read_sudoku_csv(tmp_path / 'bad.csv')
+        with pytest.raises(ValueError, match=f'bad.csv, line 4: .*{msg}'): D.read_sudoku_csv(tmp_path / 'bad.csv')
     (tmp_path / 'nohead.csv').write_text('\n'.join(lines[1:]))
     with pytest.raises(ValueError, match='line 1'): D.read_sudoku_csv(tmp_path / 'nohead.csv')
     with pytest.raises(FileNotFoundError, match='nope.csv.*sapientinc/sudoku-extreme'): D.read_sudoku_csv(tmp_path / 'nope.csv')
+
+def test_csv_columns_in_any_order_extra_and_optional(tmp_path, hard):
+    q, a, r = hard
+    q[0, np.flatnonzero(q[0])[0]] = 0                               # one more blank, still agreeing with the answer
+    cols = dict(source=[f's{i}' for i in range(len(q))], question=[grid_str(x, '0') for x in q], answer=[grid_str(x) for x in a],
+                rating=[str(x) for x in r], note=['x,"y"'] * len(q))
+    f = tmp_path / 'c.csv'
+    for names in [*itertools.permutations(D.CSV_HEADER), ['note', 'Answer ', 'question', 'rating', 'source']]:
+        with open(f, 'w', newline='') as fh:
+            w = csv.writer(fh); w.writerow(names); w.writerows(zip(*(cols[n.strip().lower()] for n in names)))
+        q2, a2, r2, s2 = D.read_sudoku_csv(f, with_source=True)
+        assert (q2 == q).all() and (a2 == a).all() and (r2 == r).all() and s2.tolist() == cols['source'], names
+    for names, ratings, sources in ((['question', 'answer'], -1, ''), (['answer', 'source', 'question'], -1, None), (['rating', 'question', 'answer'], r, '')):
+        with open(f, 'w', newline='', encoding='utf-8-sig') as fh:                                    # with a byte-order mark
+            w = csv.writer(fh); w.writerow(names); w.writerows(zip(*(cols[n] for n in names)))
+        q2, a2, r2 = D.read_sudoku_csv(f)
+        assert (q2 == q).all() and (a2 == a).all() and (r2 == ratings).all() and r2.dtype == np.int64
+        assert D.read_sudoku_csv(f, with_source=True)[3].tolist() == (cols['source'] if sources is None else [sources] * len(q))
+    for header in ('source,puzzle,answer,rating', 'question,answer,question', 'source,question,rating', ''):
+        f.write_text(header + '\n' + '\n'.join(f'{x},{y},{x},1' for x, y in zip(cols['question'], cols['answer'])) + '\n')
+        with pytest.raises(ValueError, match=r'c.csv, line 1: expected a header naming the columns question and answer'): D.read_sudoku_csv(f)
+
+def test_csv_malformed_rows_named_by_line_in_a_reordered_file(tmp_path, hard):
+    q, a, r = hard
+    rows = [f'{y},{grid_str(x, "0")},extra' for x, y in zip(q, map(grid_str, a))]
+    f = tmp_path / 'r.csv'
+    for i, row, msg in ((5, rows[5].rsplit(',', 1)[0], "line 7: expected 3 fields \\(answer,question,note, as in the header\\), got 2"),
+                        (2, rows[2].replace(',', ',7', 1), 'line 4: question has 82 characters'),
+                        (0, rows[0][:83] + '?' + rows[0][84:], "line 2: question has character '\\?' at position 1"),
+                        (9, rows[9][1:], 'line 11: answer has 80 characters')):
+        bad = rows.copy(); bad[i] = row
+        f.write_text('answer,question,note\n' + '\n'.join(bad) + '\n')
+        with pytest.raises(ValueError, match=f'r.csv, {msg}'): D.read_sudoku_csv(f, chunk=4)         # chunks keep line numbers
+        assert len(D.read_sudoku_csv(f, max_rows=min(i, 3))[0]) == min(i, 3)                             # rows before it are fine
+
+def csv_rows(path):
+    "Data rows of a CSV file as dicts, by the standard library (independent of the reader under test)."
+    with open(path, newline='') as f: return list(csv.DictReader(f))
 
 def test_sudoku_csv_task(tmp_path, hard, minimal):
     D.write_sudoku_csv(tmp_path / 'csv' / 'train.csv', *minimal)
     D.write_sudoku_csv(tmp_path / 'csv' / 'test.csv', *hard)
     t = D.get_task('sudoku-csv', data_dir=tmp_path / 'data', path=tmp_path / 'csv', n_train=10, n_aug=2)
     assert len(t.train) == 30 and len(t.test) == len(hard[0]) and (t.vocab_size, t.seq_len) == (11, 81)
-    assert t.meta['counts'] == {'train': 10, 'test': len(hard[0])}
-    with pytest.raises(FileNotFoundError, match='train.csv'): D.get_task('sudoku-csv', data_dir=tmp_path, path=tmp_path / 'none')
+    assert t.meta['counts'] == {'train': 10, 'test': len(hard[0])} and t.final_test is None
+    train_rows = csv_rows(tmp_path / 'csv' / 'train.csv')
+    assert [grid_str(x) for x in t.train.inputs] == [train_rows[i]['question'] for i in t.row_ids['train']]
+    assert (t.row_ids['test'] == np.arange(len(hard[0]))).all() and t.meta['csv']['test'] == str(tmp_path / 'csv' / 'test.csv')
+    stored = np.load(tmp_path / 'data' / 'sudoku-csv' / Path(t.meta['dir']).name / 'train.npz')
+    assert (stored['rows'] == t.row_ids['train']).all() and (stored['ratings'] == minimal[2][t.row_ids['train']]).all()
+    t2 = D.get_task('sudoku-csv', data_dir=tmp_path / 'data', path=tmp_path / 'csv', n_train=10, n_test=7)
+    fin = csv_rows(tmp_path / 'csv' / 'test.csv')
+    assert [grid_str(x) for x in t2.final_test.inputs] == [row['question'] for row in fin]                     # the full test set
+    assert [grid_str(x) for x in t2.test.inputs] == [fin[i]['question'] for i in t2.row_ids['test']] and len(t2.test) == 7
+    assert (t2.row_ids['final_test'] == np.arange(len(fin))).all() and t2.meta['counts']['final_test'] == len(fin)
+    assert (t2.row_ids['train'] == t.row_ids['train']).all()                                   # n_test does not move the training draw
+
+def test_sudoku_csv_task_one_file_seeded_and_recorded(tmp_path, minimal):
+    q, a, r = minimal
+    f = D.write_sudoku_csv(tmp_path / 'all.csv', q, a, r, source=[f'p{i}' for i in range(len(q))])
+    rows = csv_rows(f)
+    def task(data, seed=0, n_test=5): return D.get_task('sudoku-csv', data_dir=tmp_path / data, path=f, n_train=12, n_test=n_test, seed=seed, n_aug=0)
+    t = task('d1')
+    tr, te, fin = (t.row_ids[s] for s in ('train', 'test', 'final_test'))
+    assert len(tr) == 12 and len(te) == 5 and len(fin) == len(q) - 12 and not set(tr) & set(fin) and set(te) <= set(fin)
+    for ds, ids in ((t.train, tr), (t.test, te), (t.final_test, fin)):
+        assert [grid_str(x) for x in ds.inputs] == [rows[i]['question'] for i in ids]
+        assert [grid_str(y) for y in ds.targets] == [rows[i]['answer'] for i in ids]
+    assert set(t.meta['csv'].values()) == {str(f)} and t.meta['counts'] == {'train': 12, 'test': 5, 'final_test': len(q) - 12}
+    again = task('d2')                                                                        # a fresh build, same seed
+    assert all((again.row_ids[s] == t.row_ids[s]).all() for s in t.row_ids) and again.meta['dir'] != t.meta['dir']
+    other = task('d1', seed=1)
+    assert set(other.row_ids['train']) != set(tr) and set(other.row_ids['test']) != set(te)
+    full = task('d1', n_test=None)
+    assert full.final_test is None and (full.row_ids['test'] == fin).all() and set(full.row_ids) == {'train', 'test'}
+    with pytest.raises(ValueError, match='n_train=None: with one CSV file'): D.get_task('sudoku-csv', data_dir=tmp_path, path=f, n_train=None)
+    with pytest.raises(ValueError, match=f'n_train={len(q)}: the CSV file has {len(q)} data rows'):
+        D.get_task('sudoku-csv', data_dir=tmp_path, path=f, n_train=len(q))
+    with pytest.raises(ValueError, match='n_test: expected an integer >= 1'): D.get_task('sudoku-csv', data_dir=tmp_path, path=f, n_test=0)
+
+def test_sudoku_csv_task_says_what_belongs_where(tmp_path, minimal, monkeypatch):
+    expected = 'expected a folder holding train.csv and test.csv .*source,question,answer,rating.* or one such CSV file'
+    with pytest.raises(ValueError, match='path=<a folder holding train.csv and test.csv'): D.get_task('sudoku-csv', data_dir=tmp_path)
+    with pytest.raises(FileNotFoundError, match=f'{expected}; got {tmp_path}/none, which does not exist.*huggingface-cli download'):
+        D.get_task('sudoku-csv', data_dir=tmp_path, path=tmp_path / 'none')
+    d = tmp_path / 'dl'; D.write_sudoku_csv(d / 'train.csv', *minimal); (d / 'README.md').write_text('hi')
+    with pytest.raises(FileNotFoundError, match=f'{expected}; got {d}, a folder without test.csv \\(it holds README.md, train.csv; '
+                                                'to split one CSV file into train and test, pass the file itself\\)'):
+        D.get_task('sudoku-csv', data_dir=tmp_path, path=d)
+    with pytest.raises(FileNotFoundError, match=f'got {tmp_path}/empty, a folder without train.csv and test.csv \\(it holds nothing'):
+        (tmp_path / 'empty').mkdir(); D.get_task('sudoku-csv', data_dir=tmp_path, path=tmp_path / 'empty')
+    (d / 'test.csv').write_text('puzzle,solution\n' + 'x,y\n')                                 # wrong header: fails before reading train.csv
+    def long_work(*a): raise AssertionError('the build started')
+    monkeypatch.setattr(D, '_sudoku_csv_build', long_work)
+    with pytest.raises(ValueError, match='test.csv, line 1: expected a header naming the columns question and answer'):
+        D.get_task('sudoku-csv', data_dir=tmp_path / 'data', path=d)
 
 # ---------------------------------------------------------------- datasets and tasks
 def test_dataset_tokens_and_workers(easy):
