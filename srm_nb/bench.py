@@ -4,12 +4,13 @@
 
 # %% ../nbs/09_bench.ipynb #02223e2b
 from __future__ import annotations
-import json, math, os, platform, re, statistics, tempfile, time
+import json, math, os, platform, re, statistics, time
 from pathlib import Path
 import torch
+from .utils import save_json
 
 # %% auto #0
-__all__ = ['timeit', 'env_info', 'save_json', 'md_table', 'write_table', 'refill_includes']
+__all__ = ['timeit', 'env_info', 'md_table', 'write_table', 'refill_includes']
 
 # %% ../nbs/09_bench.ipynb #a1f65695
 def _sync(device=None):
@@ -35,15 +36,6 @@ def env_info() -> dict:
                 torch_threads=torch.get_num_threads(), cpu_count=os.cpu_count(),
                 loadavg=os.getloadavg() if hasattr(os, 'getloadavg') else None,
                 time=time.strftime('%Y-%m-%dT%H:%M:%S%z'))
-
-def save_json(obj, path) -> Path:
-    "Write `obj` as JSON to `path` atomically (temporary file + rename), creating parent folders."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix='.tmp')
-    with os.fdopen(fd, 'w') as f: json.dump(obj, f, indent=1, default=float)
-    os.chmod(tmp, 0o644)   # mkstemp creates 0600; a record is meant to be read by others
-    os.replace(tmp, path)
-    return path
 
 # %% ../nbs/09_bench.ipynb #c3955f91
 def md_table(df, floatfmt:str='.3g') -> str:

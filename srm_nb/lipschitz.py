@@ -9,20 +9,15 @@ from contextlib import contextmanager
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from .utils import check_int
 
 # %% auto #0
-__all__ = ['ELEMENTWISE_BOUNDS', 'LINEAR_LAYERS', 'check_int', 'outside_autocast', 'frozen_weights', 'identity_like',
-           'aol_weight', 'AOLLinear', 'cayley', 'CayleyLinear', 'SandwichLinear', 'SpectralNormLinear', 'PlainLinear',
-           'MaxMin', 'ConvexResidual', 'MeanCenter', 'AlongTokens', 'lipschitz_bound', 'jacobian_norm',
+__all__ = ['ELEMENTWISE_BOUNDS', 'LINEAR_LAYERS', 'outside_autocast', 'frozen_weights', 'identity_like', 'aol_weight',
+           'AOLLinear', 'cayley', 'CayleyLinear', 'SandwichLinear', 'SpectralNormLinear', 'PlainLinear', 'MaxMin',
+           'ConvexResidual', 'MeanCenter', 'AlongTokens', 'lipschitz_bound', 'jacobian_norm',
            'adversarial_jacobian_norm', 'make_linear']
 
 # %% ../nbs/00_lipschitz.ipynb #c143c989
-def check_int(name:str, value, lo:int=1, hi:int|None=None) -> int:
-    "`value` if it is an integer in [lo, hi] (no upper limit when `hi` is None); else a ValueError naming `name`."
-    if isinstance(value, bool) or not isinstance(value, int) or value < lo or (hi is not None and value > hi):
-        raise ValueError(f"{name}: expected an integer {'>= ' + str(lo) if hi is None else f'in [{lo}, {hi}]'}, got {value!r}")
-    return value
-
 def outside_autocast(fn, device):
     "`fn()` with autocast off on `device`'s type: its ops run in their inputs' dtype (float32 weights stay float32)."
     with torch.autocast(torch.device(device).type, enabled=False): return fn()

@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_train.ipynb #9d82acce
 from __future__ import annotations
-import argparse, dataclasses, inspect, itertools, json, math, os, tempfile, time
+import argparse, dataclasses, inspect, itertools, json, math, os, time
 from dataclasses import dataclass, field, fields, asdict, replace
 from pathlib import Path
 import torch
@@ -12,7 +12,8 @@ import torch.distributed as dist
 from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 from .recursive import segment_loss, halt_mask, rollout
-from .bench import env_info, save_json
+from .bench import env_info
+from .utils import atomic_write, save_json, write_text
 from .models import build_model, count_parameters, model_params, puzzle_parameters, MODEL_NAMES
 from .data import get_task, read_sudoku_csv, sudoku_dataset, TASKS
 from .lyapunov import probe_model, plot_lambda1_hist, plot_lambda_history, plot_residuals
@@ -323,15 +324,8 @@ def csv_examples(path, n:int=0):
 
 # %% ../nbs/05_train.ipynb #e3c201fc
 def atomic_save(obj, path) -> Path:
-    "`torch.save(obj)` to a temporary file beside `path`, then rename it onto `path`."
-    path = Path(path); path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name, suffix='.tmp')
-    os.close(fd)
-    try:
-        torch.save(obj, tmp); os.replace(tmp, path)
-    finally:
-        if os.path.exists(tmp): os.remove(tmp)
-    return path
+    "`torch.save(obj)` to `path` atomically (`srm_nb.utils.atomic_write`)."
+    return atomic_write(path, lambda p: torch.save(obj, p))
 
 def load_checkpoint(path) -> dict:
     "A checkpoint written by `Trainer.save`, read with `weights_only=True` onto the CPU."
@@ -351,11 +345,8 @@ def read_metrics(path) -> list[dict]:
     return [json.loads(l) for l in path.read_text().splitlines() if l.strip()] if path.exists() else []
 
 def _truncate_metrics(path, step:int):
-    "Keep only the records of `path` with `step <= step`."
-    keep = [r for r in read_metrics(path) if r['step'] <= step]
-    fd, tmp = tempfile.mkstemp(dir=Path(path).parent, suffix='.tmp')
-    with os.fdopen(fd, 'w') as f: f.writelines(json.dumps(r) + '\n' for r in keep)
-    os.replace(tmp, path)
+    "Keep only the records of `path` with `step <= step` (atomically)."
+    write_text(path, ''.join(json.dumps(r) + '\n' for r in read_metrics(path) if r['step'] <= step))
 
 # %% ../nbs/05_train.ipynb #cacac72b
 def init_distributed(device_type:str='cpu') -> tuple[int, int, int]:
