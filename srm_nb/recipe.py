@@ -16,33 +16,33 @@ __all__ = ['RECIPE_KEYS', 'PRESETS', 'RECIPE_SOURCES', 'steps_from_epochs', 'res
            'make_optimizer', 'make_optimizers', 'lr_factor', 'EMA', 'step_cost', 'memory_estimate']
 
 # %% ../nbs/05_recipe.ipynb #a13cce0a
-RECIPE_KEYS = ('task', 'n_train', 'task_options', 'hidden', 'cycles', 'n_sup', 'eval_segments', 'steps', 'epochs',
+RECIPE_KEYS = ('task', 'task_kw', 'model_kw', 'n_sup', 'eval_segments', 'steps', 'epochs',
                'batch_size', 'optimizer', 'lr', 'betas', 'schedule', 'warmup', 'min_lr_ratio', 'weight_decay', 'decay',
                'grad_clip', 'ema', 'explore', 'puzzle_emb_optimizer', 'puzzle_emb_lr', 'puzzle_emb_weight_decay')
 
-_CPU = dict(task='sudoku-easy', n_train=None, task_options={}, hidden=64, cycles=4, n_sup=8, eval_segments=0,
+_CPU = dict(task='sudoku-easy', task_kw={}, model_kw=dict(hidden=64, cycles=4), n_sup=8, eval_segments=0,
             steps=1200, epochs=None, batch_size=64, optimizer='adamw', lr=2e-3, betas=(0.9, 0.95), schedule='cosine',
             warmup=100, min_lr_ratio=0.1, weight_decay=0.1, decay='matrices', grad_clip=1.0, ema=0.995, explore=0.1,
             puzzle_emb_optimizer='main', puzzle_emb_lr=2e-3, puzzle_emb_weight_decay=0.1)
 
-_TRM = dict(task='sudoku-extreme', n_train=1000, task_options=dict(n_aug=1000), hidden=512, cycles=3, n_sup=16,
+_TRM = dict(task='sudoku-extreme', task_kw=dict(n_train=1000, n_aug=1000), model_kw=dict(hidden=512, cycles=3), n_sup=16,
             eval_segments=16, steps=None, epochs=50_000, batch_size=768, optimizer='adam-atan2', lr=1e-4,
             betas=(0.9, 0.95), schedule='constant', warmup=2000, min_lr_ratio=1.0, weight_decay=1.0, decay='all',
             grad_clip=0.0, ema=0.999, explore=0.1, puzzle_emb_optimizer='sign-sgd', puzzle_emb_lr=1e-4,
             puzzle_emb_weight_decay=1.0)
 
-_HRM = dict(_TRM, cycles=2, epochs=20_000, ema=0.0)
+_HRM = dict(_TRM, model_kw=dict(hidden=512, cycles=2), epochs=20_000, ema=0.0)
 
 PRESETS = {
-    'cpu': {m: dict(_CPU) for m in ('srm', 'trm-mlp', 'trm-att', 'hrm')},
-    'paper': {'srm': dict(_TRM, cycles=21), 'trm-mlp': dict(_TRM), 'trm-att': dict(_TRM), 'hrm': dict(_HRM)},
+    'cpu': {'srm': dict(_CPU, model_kw=dict(hidden=64, cycles=4, alpha=0.5)), 'trm-mlp': _CPU, 'trm-att': _CPU, 'hrm': _CPU},
+    'paper': {'srm': dict(_TRM, model_kw=dict(hidden=512, cycles=21, alpha=0.5)), 'trm-mlp': _TRM, 'trm-att': _TRM, 'hrm': _HRM},
 }
 
 # %% ../nbs/05_recipe.ipynb #daba66dc
 _TRM_SOURCES = dict(
     task="README: data_paths=[data/sudoku-extreme-1k-aug-1000] (generated offline here; 'sudoku-csv' reads the real CSVs)",
-    n_train="dataset/build_sudoku_dataset.py: --subsample-size 1000", task_options="build_sudoku_dataset.py: --num-aug 1000",
-    hidden="config/arch/trm.yaml: hidden_size 512", cycles="README: arch.H_cycles=3",
+    task_kw="dataset/build_sudoku_dataset.py: --subsample-size 1000 (n_train), --num-aug 1000 (n_aug)",
+    model_kw="config/arch/trm.yaml: hidden_size 512; README: arch.H_cycles=3 (cycles)",
     n_sup="config/arch/trm.yaml: halt_max_steps 16", eval_segments="pretrain.py: evaluation runs the ACT loop to halt_max_steps",
     steps="pretrain.py: total_iters from epochs", epochs="README: epochs=50000",
     batch_size="config/cfg_pretrain.yaml: global_batch_size 768", optimizer="pretrain.py: AdamATan2",
@@ -53,12 +53,13 @@ _TRM_SOURCES = dict(
     ema="README: ema=True; config/cfg_pretrain.yaml: ema_rate 0.999", explore="config/arch/trm.yaml: halt_exploration_prob 0.1",
     puzzle_emb_optimizer="pretrain.py: CastedSparseEmbeddingSignSGD_Distributed", puzzle_emb_lr="README: puzzle_emb_lr=1e-4",
     puzzle_emb_weight_decay="README: puzzle_emb_weight_decay=1.0")
-_HRM_SOURCES = dict(_TRM_SOURCES, cycles="config/arch/hrm_v1.yaml: H_cycles 2",
+_HRM_SOURCES = dict(_TRM_SOURCES, model_kw="config/arch/hrm_v1.yaml: hidden_size 512, H_cycles 2",
                     epochs="README, Sudoku-Extreme-1k (8 GPUs): epochs=20000", lr="README: lr=1e-4",
                     puzzle_emb_lr="README: puzzle_emb_lr=1e-4", ema="pretrain.py (HRM): no EMA",
                     eval_segments="config/arch/hrm_v1.yaml: halt_max_steps 16, evaluation runs to it")
 RECIPE_SOURCES = {'trm-mlp': _TRM_SOURCES, 'trm-att': _TRM_SOURCES, 'hrm': _HRM_SOURCES,
-                  'srm': dict(_TRM_SOURCES, cycles="this workbench: 21 joint steps = TRM's 3 × (6 + 1) network applications")}
+                  'srm': dict(_TRM_SOURCES, model_kw="this workbench: TRM's width; 21 joint steps = TRM's 3 × (6 + 1) network "
+                                                     "applications; α = 0.5 as in the cpu preset")}
 
 # %% ../nbs/05_recipe.ipynb #f6df9a72
 def steps_from_epochs(epochs:int|float, n_puzzles:int, batch_size:int) -> int:
@@ -72,8 +73,8 @@ def _task_default(task:str, name:str):
 
 def resolve_recipe(settings:dict, model:str, n_puzzles:int|None=None) -> dict:
     """`settings` (a run's settings, `None` = unset) with every `RECIPE_KEYS` entry filled from `PRESETS[settings['preset']][model]`.
-    `task_options` merge (explicit keys win); a length given in `epochs` becomes `steps` (`n_puzzles`: the training
-    puzzles, default the resolved `n_train`)."""
+    `model_kw` and `task_kw` merge key by key (explicit keys win); a length given in `epochs` becomes `steps`
+    (`n_puzzles`: the training puzzles, default the resolved `task_kw['n_train']` or the task's own default)."""
     preset = settings.get('preset', 'cpu')
     if preset not in PRESETS: raise ValueError(f"preset: expected one of {sorted(PRESETS)}, got {preset!r}")
     if model not in PRESETS[preset]: raise ValueError(f"model: expected one of {sorted(PRESETS[preset])}, got {model!r}")
@@ -82,9 +83,9 @@ def resolve_recipe(settings:dict, model:str, n_puzzles:int|None=None) -> dict:
     for k in RECIPE_KEYS:
         if k in ('steps', 'epochs') and explicit_length: continue
         if out.get(k) is None: out[k] = copy.deepcopy(base[k])
-    out['task_options'] = {**base['task_options'], **(settings.get('task_options') or {})}
+    for k in ('model_kw', 'task_kw'): out[k] = {**base[k], **(settings.get(k) or {})}
     if out.get('steps') is None and out.get('epochs') is not None:
-        n = n_puzzles or out['n_train'] or _task_default(out['task'], 'n_train')
+        n = n_puzzles or out['task_kw'].get('n_train') or _task_default(out['task'], 'n_train')
         if n is None: raise ValueError(f"epochs: task {out['task']!r} has no default n_train to count epochs over; set n_train or steps")
         out['steps'] = max(1, steps_from_epochs(out['epochs'], n, out['batch_size']))
     return out

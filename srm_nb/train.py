@@ -4,7 +4,7 @@
 
 # %% ../nbs/05_train.ipynb #9d82acce
 from __future__ import annotations
-import argparse, dataclasses, inspect, itertools, json, math, os, time
+import argparse, dataclasses, inspect, json, math, os, time
 from dataclasses import dataclass, field, fields, asdict, replace
 from pathlib import Path
 import torch
@@ -13,52 +13,31 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 from .recursive import segment_loss, halt_mask, rollout
 from .bench import env_info
-from .utils import atomic_write, save_json, write_text
-from .models import build_model, count_parameters, model_params, puzzle_parameters, MODEL_NAMES
-from .data import get_task, read_sudoku_csv, sudoku_dataset, TASKS
-from .lyapunov import probe_model, plot_lambda1_hist, plot_lambda_history, plot_residuals
-from .lipschitz import LINEAR_LAYERS
+from .utils import atomic_write, save_json
+from .models import build_model, count_parameters, model_config, model_params, puzzle_parameters, MODEL_NAMES
+from .data import get_task, TASKS
+from .evaluate import evaluate, csv_examples, _head
+from .runs import (repo_root, resolve_path, jsonable, read_metrics, truncate_metrics, load_checkpoint, describe,  # records; the rest
+                         run_figures, save_figures, sweep, load_runs)                             # stays importable from here
 from .recipe import (PRESETS, RECIPE_KEYS, resolve_recipe, make_optimizer, make_optimizers, lr_factor, EMA,
                            step_cost, memory_estimate)
 
 # %% auto #0
-__all__ = ['PROBE_DEFAULTS', 'SRM_OPTIONS', 'RESUMABLE', 'repo_root', 'resolve_path', 'TrainConfig', 'task_params',
-           'model_options', 'task_options', 'run_name', 'resolve', 'validate', 'PuzzleStream', 'grad_norms',
-           'FiniteGuard', 'evaluate', 'csv_examples', 'atomic_save', 'load_checkpoint', 'jsonable', 'read_metrics',
-           'init_distributed', 'resolve_device', 'Trainer', 'describe', 'plot_training', 'plot_segments', 'run_figures',
-           'save_figures', 'sweep', 'load_runs', 'cli']
-
-# %% ../nbs/05_train.ipynb #e2f49883
-def repo_root(start=None) -> Path:
-    "The nearest folder at or above `start` (default: the working directory) that holds `settings.ini`; else `start`."
-    start = Path(start or Path.cwd()).resolve()
-    return next((p for p in (start, *start.parents) if (p / 'settings.ini').exists()), start)
-
-def resolve_path(path, root=None) -> Path:
-    "`path` made absolute; a relative path is taken from `root` (default: `repo_root()`)."
-    p = Path(path).expanduser()
-    return p if p.is_absolute() else Path(root or repo_root()) / p
+__all__ = ['MODEL_SHORTCUTS', 'TASK_SHORTCUTS', 'RUN_NAME_KEYS', 'RESUMABLE', 'TrainConfig', 'from_params', 'task_params',
+           'task_options', 'model_setting', 'run_name', 'resolve', 'validate', 'PuzzleStream', 'grad_norms',
+           'FiniteGuard', 'atomic_save', 'init_distributed', 'resolve_device', 'Trainer', 'cli']
 
 # %% ../nbs/05_train.ipynb #83f464a6
 @dataclass
 class TrainConfig:
-    "Every setting of a training run; `None` = the preset's value (`srm_nb.recipe.PRESETS[preset][model]`)."
+    "Every setting of a training run; a recipe setting left `None` takes the preset's value (`srm_nb.recipe.PRESETS`)."
     model: str = 'srm'             # 'srm', 'trm-mlp', 'trm-att', 'hrm'
-    preset: str = 'cpu'            # 'cpu' (the CPU main job) or 'paper' (the model's published Sudoku recipe)
+    model_kw: dict = field(default_factory=dict)   # keyword arguments of `build_model(model, …)`, over the preset's
     task: str|None = None          # a task name of `srm_nb.data.get_task`
-    kappa: float = 0.9             # SRM: contraction target κ ∈ (0, 1) (models without κ ignore it)
-    alpha: float = 0.5             # SRM: damping α ∈ (0, 1]
-    eta: float = 1.0               # SRM: weight η of the l-half in the state norm
-    layer: str = 'aol'             # SRM: 1-Lipschitz linear layer
-    hidden: int|None = None        # model width D
-    cycles: int|None = None        # recursion cycles per segment
-    n_sup: int|None = None         # deep-supervision segments per puzzle (training budget)
-    model_overrides: dict = field(default_factory=dict)   # any other `build_model` keyword
-    n_blanks: int|list|None = None # task option: blanks per puzzle, an int or [lo, hi]; None = the task's default
-    n_train: int|None = None       # task option: training puzzles; None = the preset's, else the task's default
-    n_test: int|None = None        # task option: held-out test puzzles; None = the task's default
-    task_options: dict = field(default_factory=dict)      # any other `get_task` keyword (merged with the preset's)
+    task_kw: dict = field(default_factory=dict)    # keyword arguments of `get_task(task, …)`, over the preset's
+    preset: str = 'cpu'            # 'cpu' (the CPU main job) or 'paper' (the model's published Sudoku recipe)
     data_dir: str = 'data'
+    n_sup: int|None = None         # deep-supervision segments per puzzle (training budget)
     steps: int|None = None         # optimiser steps (one segment on every slot per step) ...
     epochs: float|None = None      # ... or a length in epochs over the training puzzles, counted as TRM/HRM count
     batch_size: int|None = None    # global batch (slots), split over DDP ranks
@@ -93,33 +72,38 @@ class TrainConfig:
     eval_csv: str = ''             # a Sudoku CSV (Sudoku-Extreme format) to score at the end
     eval_csv_n: int = 1000         # rows of eval_csv to score; 0 = all
 
-    @classmethod
-    def from_dict(cls, d:dict) -> TrainConfig:
-        "A config from the keys of `d` that are fields (papermill's globals, a JSON record); other keys are ignored."
-        names = {f.name for f in fields(cls)}
-        return cls(**{k: v for k, v in d.items() if k in names})
-
 # %% ../nbs/05_train.ipynb #2112dde6
+MODEL_SHORTCUTS = ('hidden', 'cycles', 'kappa', 'alpha', 'eta', 'layer')   # → model_kw, where the model takes them
+TASK_SHORTCUTS = ('n_blanks', 'n_train', 'n_test')                          # → task_kw, where the task takes them
+RUN_NAME_KEYS = (('kappa', 'k'), ('seed', 's'))    # run folder: <model>-<task>[-k<kappa>]-s<seed>
+
+def from_params(params:dict) -> TrainConfig:
+    """A config from flat parameters (papermill's globals, command-line flags, a sweep's grid): the shortcuts given (not
+    None) go into `model_kw`/`task_kw` (explicit `model_kw`/`task_kw` entries win); other keys that are fields are taken
+    as they are; everything else is ignored."""
+    names = {f.name for f in fields(TrainConfig)}
+    kw = {k: v for k, v in params.items() if k in names}
+    for key, group in (('model_kw', MODEL_SHORTCUTS), ('task_kw', TASK_SHORTCUTS)):
+        given = {k: params[k] for k in group if params.get(k) is not None}
+        kw[key] = {**given, **(params.get(key) or {})}
+    return TrainConfig(**kw)
+
 def task_params(name:str) -> set[str]:
     "Keyword arguments `get_task(name, ...)` accepts."
     return set(inspect.signature(TASKS[name]).parameters) - {'data_dir'}
 
-def model_options(cfg:TrainConfig) -> dict:
-    "The keyword arguments `build_model(cfg.model, ...)` receives: sizes, the SRM options the model takes, overrides."
-    opts = dict(hidden=cfg.hidden, cycles=cfg.cycles, kappa=cfg.kappa, alpha=cfg.alpha, eta=cfg.eta, layer=cfg.layer)
-    accepted = model_params(cfg.model)
-    return {**{k: v for k, v in opts.items() if k in accepted}, **cfg.model_overrides}
-
 def task_options(cfg:TrainConfig) -> dict:
-    "The keyword arguments `get_task(cfg.task, ...)` receives: the size/difficulty options it takes, the seed, extras."
-    opts = dict(n_blanks=cfg.n_blanks, n_train=cfg.n_train, n_test=cfg.n_test, seed=cfg.seed)
-    accepted = task_params(cfg.task)
-    return {**{k: v for k, v in opts.items() if k in accepted and v is not None}, **cfg.task_options}
+    "The keyword arguments `get_task(cfg.task, ...)` receives: `task_kw` and the run's seed (where the task takes one)."
+    return {**({'seed': cfg.seed} if 'seed' in task_params(cfg.task) else {}), **cfg.task_kw}
+
+def model_setting(cfg:TrainConfig, key:str):
+    "The value of model setting `key` in this run (`model_kw`, else the model's default), or None if the model has no such setting."
+    return cfg.model_kw.get(key, model_config(cfg.model).get(key)) if key in model_params(cfg.model) else None
 
 def run_name(cfg:TrainConfig) -> str:
-    "Default run folder name: `<model>-<task>-k<kappa>-s<seed>` (without `-k…` for a model that has no κ)."
-    k = f"-k{cfg.kappa:g}" if 'kappa' in model_params(cfg.model) else ''
-    return f"{cfg.model}-{cfg.task}{k}-s{cfg.seed}"
+    "Default run folder name: `<model>-<task>`, then `-k<kappa>` (where the model has κ) and `-s<seed>` (`RUN_NAME_KEYS`)."
+    values = {k: model_setting(cfg, k) if k != 'seed' else cfg.seed for k, _ in RUN_NAME_KEYS}
+    return f"{cfg.model}-{cfg.task}" + ''.join(f"-{tag}{values[k]:g}" for k, tag in RUN_NAME_KEYS if values[k] is not None)
 
 # %% ../nbs/05_train.ipynb #8e5a8237
 def _device_ok(d:str) -> bool:
@@ -127,12 +111,28 @@ def _device_ok(d:str) -> bool:
     if d == 'cuda' or (d.startswith('cuda:') and d[5:].isdigit()): return torch.cuda.is_available()
     return False
 
-_CHOICES = dict(preset=tuple(PRESETS), schedule=('cosine', 'constant'), optimizer=('adamw', 'adam-atan2'),
-                decay=('all', 'matrices'), puzzle_emb_optimizer=('main', 'sign-sgd'), precision=('auto', 'fp32', 'bf16'))
+_CHOICES = dict(schedule=('cosine', 'constant'), optimizer=('adamw', 'adam-atan2'), decay=('all', 'matrices'),
+                puzzle_emb_optimizer=('main', 'sign-sgd'), precision=('auto', 'fp32', 'bf16'))
 
 def resolve(cfg:TrainConfig) -> TrainConfig:
-    "`cfg` with every unset recipe setting taken from its preset (see `srm_nb.recipe.resolve_recipe`)."
-    return TrainConfig(**resolve_recipe(asdict(cfg), cfg.model))
+    "`cfg` with every unset recipe setting taken from its preset, and the shortcuts its model or task does not take dropped."
+    cfg = TrainConfig(**resolve_recipe(asdict(cfg), cfg.model))
+    model_kw = {k: v for k, v in cfg.model_kw.items() if k not in MODEL_SHORTCUTS or k in model_params(cfg.model)}
+    task_kw = {k: v for k, v in cfg.task_kw.items()
+               if cfg.task not in TASKS or k not in TASK_SHORTCUTS or k in task_params(cfg.task)}
+    return replace(cfg, model_kw=model_kw, task_kw=task_kw)
+
+def _kw_problems(cfg:TrainConfig) -> list[str]:
+    """What is wrong with `model_kw` and `task_kw`: names the model or task does not take, and values the model's own
+    constructor rejects — it is run on the meta device, which allocates nothing."""
+    bad = []
+    try:
+        with torch.device('meta'): build_model(cfg.model, **cfg.model_kw)
+    except (ValueError, TypeError) as e: bad.append(f"model_kw: {e}")
+    if cfg.task in TASKS:
+        unknown = sorted(set(cfg.task_kw) - task_params(cfg.task))
+        if unknown: bad.append(f"task_kw: {unknown} not taken by task {cfg.task!r}; expected some of {sorted(task_params(cfg.task))}")
+    return bad
 
 def validate(cfg:TrainConfig) -> TrainConfig:
     "Resolve the preset and check every setting; return the resolved copy with `out_dir` filled in. One `ValueError` names every bad setting."
@@ -144,23 +144,13 @@ def validate(cfg:TrainConfig) -> TrainConfig:
         if not ok: bad.append(f"{name}: expected {expected}, got {getattr(cfg, name)!r}")
     num = lambda name: isinstance(getattr(cfg, name), (int, float)) and not isinstance(getattr(cfg, name), bool)
     need(cfg.task in TASKS, 'task', f"one of {list(TASKS)}")
-    for name, allowed in _CHOICES.items():
-        if name != 'preset': need(getattr(cfg, name) in allowed, name, f"one of {list(allowed)}")
-    accepted = model_params(cfg.model)
-    if 'kappa' in accepted: need(num('kappa') and 0 < cfg.kappa < 1, 'kappa', f"0 < kappa < 1 for model {cfg.model!r}")
-    if 'alpha' in accepted: need(num('alpha') and 0 < cfg.alpha <= 1, 'alpha', "0 < alpha <= 1")
-    if 'eta' in accepted: need(num('eta') and cfg.eta > 0, 'eta', "eta > 0")
-    if 'layer' in accepted: need(cfg.layer in LINEAR_LAYERS, 'layer', f"one of {list(LINEAR_LAYERS)}")
-    for name in ('hidden', 'cycles', 'n_sup', 'steps', 'batch_size', 'log_every', 'eval_batch_size'):
+    for name, allowed in _CHOICES.items(): need(getattr(cfg, name) in allowed, name, f"one of {list(allowed)}")
+    for name in ('model_kw', 'task_kw'): need(isinstance(getattr(cfg, name), dict), name, "a dict")
+    if known: bad += _kw_problems(cfg)
+    for name in ('n_sup', 'steps', 'batch_size', 'log_every', 'eval_batch_size'):
         need(isinstance(getattr(cfg, name), int) and getattr(cfg, name) >= 1, name, "an integer >= 1")
-    for name in ('n_train', 'n_test'):
-        v = getattr(cfg, name)
-        need(v is None or isinstance(v, int) and v >= 1, name, "None or an integer >= 1")
     for name in ('warmup', 'eval_every', 'eval_n', 'eval_segments', 'lyapunov_n', 'ckpt_every', 'eval_csv_n'):
         need(isinstance(getattr(cfg, name), int) and getattr(cfg, name) >= 0, name, "an integer >= 0")
-    nb = cfg.n_blanks
-    need(nb is None or isinstance(nb, int) and nb >= 0 or isinstance(nb, (list, tuple)) and len(nb) == 2
-         and all(isinstance(v, int) for v in nb) and 0 <= nb[0] <= nb[1], 'n_blanks', "None, an integer or [lo, hi]")
     need(isinstance(cfg.seed, int), 'seed', "an integer")
     for name in ('compile', 'resume', 'dry_run'): need(isinstance(getattr(cfg, name), bool), name, "True or False")
     for name in ('lr', 'puzzle_emb_lr'): need(num(name) and getattr(cfg, name) > 0, name, f"{name} > 0")
@@ -174,7 +164,6 @@ def validate(cfg:TrainConfig) -> TrainConfig:
     need(num('explore') and 0 <= cfg.explore <= 1, 'explore', "0 <= explore <= 1")
     need(isinstance(cfg.device, str) and _device_ok(cfg.device), 'device',
          "'auto', 'cpu', or 'cuda[:N]' with CUDA available")
-    need(isinstance(cfg.model_overrides, dict), 'model_overrides', "a dict")
     world = int(os.environ.get('WORLD_SIZE', 1))
     if isinstance(cfg.batch_size, int) and cfg.batch_size >= 1:
         need(cfg.batch_size % world == 0, 'batch_size', f"a multiple of the {world} DDP processes")
@@ -259,94 +248,10 @@ class FiniteGuard:
         what = 'loss' if c < 0 else f"gradient of parameter '{self.names[c]}'"
         raise FloatingPointError(f"step {int(self.first_bad)}: {what} is not finite; stopping before anything more is saved")
 
-# %% ../nbs/05_train.ipynb #08d75b0f
-def _batches(data, batch_size:int):
-    "(tokens, targets) batches from a pair of tensors, a map-style dataset of pairs, or an iterable of batches."
-    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
-        if len(data[0]) != len(data[1]):
-            raise ValueError(f"data: tokens and targets differ in length ({len(data[0])} vs {len(data[1])})")
-        for i in range(0, len(data[0]), batch_size): yield data[0][i:i + batch_size], data[1][i:i + batch_size]
-    elif isinstance(data, torch.utils.data.Dataset) and hasattr(data, '__len__'):
-        for i in range(0, len(data), batch_size):
-            idx = list(range(i, min(i + batch_size, len(data))))
-            items = data.__getitems__(idx) if hasattr(data, '__getitems__') else [data[j] for j in idx]
-            yield tuple(torch.stack(t) for t in zip(*items))
-    else: yield from data
-
-def _head(data, n:int):
-    "The first `n` examples of `data` as a pair of tensors."
-    tokens, targets = [], []
-    for tok, tgt in _batches(data, n):
-        tokens.append(tok); targets.append(tgt)
-        if sum(map(len, tokens)) >= n: break
-    return torch.cat(tokens)[:n], torch.cat(targets)[:n]
-
-# %% ../nbs/05_train.ipynb #fa721e34
-PROBE_DEFAULTS = dict(k=1)   # λ₁ only: the full spectrum is `srm_nb.lyapunov`'s business
-
-@torch.no_grad()
-def evaluate(model, data, n_segments:int, max_segments:int|None=None, batch_size:int=256, lyapunov_n:int=0,
-             device=None, **probe_kw) -> dict:
-    """Score `model` on `data` (a `(tokens, targets)` pair, a dataset of pairs, or a loader of batches): exact and cell
-    accuracy after `n_segments` segments and after each of 1…`max_segments`; λ₁ and fixed-point residuals by cycle on
-    the first `lyapunov_n` puzzles (`probe_kw` go to `probe_model`); the certified Lipschitz bound."""
-    max_segments = max_segments or n_segments
-    if n_segments < 1 or max_segments < n_segments:
-        raise ValueError(f"evaluate: need 1 <= n_segments <= max_segments, got {n_segments}, {max_segments}")
-    was_training, model = model.training, model.eval()
-    device = device or next(model.parameters()).device
-    exact_by_seg, cell_by_seg, solved, cell_acc, n = 0, 0, [], [], 0
-    for tokens, targets in _batches(data, batch_size):
-        tokens, targets = tokens.to(device), targets.to(device)
-        right = rollout(model, tokens, max_segments)[0] == targets          # (segments, B, S)
-        exact_by_seg = exact_by_seg + right.all(-1).sum(1).double()
-        cell_by_seg = cell_by_seg + right.double().mean(-1).sum(1)
-        solved.append(right[n_segments - 1].all(-1).cpu()); cell_acc.append(right[n_segments - 1].double().mean(-1).cpu())
-        n += len(tokens)
-    if n == 0: raise ValueError("evaluate: data holds no examples")
-    solved, cell_acc = torch.cat(solved), torch.cat(cell_acc)
-    res = dict(n=n, n_segments=n_segments, exact_accuracy=solved.double().mean().item(), cell_accuracy=cell_acc.mean().item(),
-               exact_by_segment=(exact_by_seg / n).tolist(), cell_by_segment=(cell_by_seg / n).tolist(),
-               certified_lipschitz=float(model.certified_lipschitz()), solved=solved, cell_acc=cell_acc)
-    if lyapunov_n:
-        tokens = _head(data, lyapunov_n)[0].to(device)
-        with torch.enable_grad(), torch.autocast(device.type, enabled=False):    # probe in float32, also on a GPU
-            probe = probe_model(model, tokens, **{**PROBE_DEFAULTS, **probe_kw})
-        res.update(lambda1=probe.lambda1.cpu(), residual_by_cycle=probe.residual.cpu(), probe=probe.metrics())
-    model.train(was_training)
-    return res
-
-# %% ../nbs/05_train.ipynb #d22e7d65
-def csv_examples(path, n:int=0):
-    "The first `n` puzzles (0 = all) of a Sudoku-Extreme-format CSV, as a dataset of `(tokens, targets)`."
-    q, a, _ = read_sudoku_csv(resolve_path(path), max_rows=n or None)
-    return sudoku_dataset(q, a)
-
 # %% ../nbs/05_train.ipynb #e3c201fc
 def atomic_save(obj, path) -> Path:
     "`torch.save(obj)` to `path` atomically (`srm_nb.utils.atomic_write`)."
     return atomic_write(path, lambda p: torch.save(obj, p))
-
-def load_checkpoint(path) -> dict:
-    "A checkpoint written by `Trainer.save`, read with `weights_only=True` onto the CPU."
-    return torch.load(path, map_location='cpu', weights_only=True)
-
-def jsonable(x):
-    "`x` with tensors as lists and non-finite floats as `None` (strict JSON has no NaN/Infinity; `None` = not certified)."
-    if isinstance(x, torch.Tensor): x = x.tolist()
-    if isinstance(x, float): return x if math.isfinite(x) else None
-    if isinstance(x, dict): return {k: jsonable(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)): return [jsonable(v) for v in x]
-    return x
-
-def read_metrics(path) -> list[dict]:
-    "The records of a `metrics.jsonl` file (a run folder or the file itself); [] if there is none."
-    path = Path(path); path = path / 'metrics.jsonl' if path.is_dir() else path
-    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()] if path.exists() else []
-
-def _truncate_metrics(path, step:int):
-    "Keep only the records of `path` with `step <= step` (atomically)."
-    write_text(path, ''.join(json.dumps(r) + '\n' for r in read_metrics(path) if r['step'] <= step))
 
 # %% ../nbs/05_train.ipynb #cacac72b
 def init_distributed(device_type:str='cpu') -> tuple[int, int, int]:
@@ -366,9 +271,9 @@ def resolve_device(device:str='auto', local_rank:int=0) -> torch.device:
 class Trainer:
     "Train `build_model(cfg.model)` on `get_task(cfg.task)`; `fit()` trains, evaluates and writes `cfg.out_dir`."
     def __init__(self, cfg:TrainConfig|None=None, **params):
-        unknown = sorted(set(params) - {f.name for f in fields(TrainConfig)})
-        if unknown: raise ValueError(f"Trainer: unknown settings {unknown}; expected fields of TrainConfig")
-        self.cfg = cfg = validate(replace(cfg or TrainConfig(), **params))
+        unknown = sorted(set(params) - {f.name for f in fields(TrainConfig)} - set(MODEL_SHORTCUTS + TASK_SHORTCUTS))
+        if unknown: raise ValueError(f"Trainer: unknown settings {unknown}; expected fields of TrainConfig or shortcuts")
+        self.cfg = cfg = validate(from_params({**asdict(cfg or TrainConfig()), **params}))
         self._t0, self.out_dir = time.perf_counter(), resolve_path(cfg.out_dir)
         cuda = cfg.device.startswith('cuda') or (cfg.device == 'auto' and torch.cuda.is_available())
         self._owns_pg = int(os.environ.get('WORLD_SIZE', 1)) > 1 and not dist.is_initialized()
@@ -380,7 +285,7 @@ class Trainer:
         if not self.is_main: self._barrier()           # rank 0 builds the data set (cached in data_dir) alone, first
         self.task = get_task(cfg.task, str(resolve_path(cfg.data_dir)), **task_options(cfg))
         if self.is_main: self._barrier()
-        self.model_config = dict(vocab_size=self.task.vocab_size, seq_len=self.task.seq_len, **model_options(cfg))
+        self.model_config = dict(vocab_size=self.task.vocab_size, seq_len=self.task.seq_len, **cfg.model_kw)
         self.model = build_model(cfg.model, **self.model_config).to(self.device)
         self.n_params = sum(p.numel() for p in self.model.parameters())
         self.step, self.train_s, self.wall_s, self.examples = 0, 0.0, 0.0, 0
@@ -537,7 +442,7 @@ class Trainer:
         self.stream.load_state_dict(local['stream'])
         self.carry = {k: v.to(self.device) for k, v in local['carry'].items()}
         self.step, self.train_s, self.wall_s, self.examples = ck['step'], *(ck['stats'][k] for k in ('train_s', 'wall_s', 'examples'))
-        if self.is_main: _truncate_metrics(self.out_dir / 'metrics.jsonl', self.step)
+        if self.is_main: truncate_metrics(self.out_dir / 'metrics.jsonl', self.step)
 
     def fit(self, callbacks=()) -> dict|None:
         "Train to `cfg.steps`, then evaluate and write the summary; return it (rank 0; `None` on other ranks). A dry run returns `params()`."
@@ -582,13 +487,12 @@ class Trainer:
 
     def summary(self, final:dict, csv:dict|None=None) -> dict:
         "The run's record: setting, accuracy (final, peak, by test-time segments), bounds and λ₁, speed, size, device."
-        cfg, accepted, meta = self.cfg, model_params(self.cfg.model), self.task.meta
+        cfg, meta = self.cfg, self.task.meta
         evals = [r for r in read_metrics(self.out_dir) if r['kind'] == 'eval']
         peak = max(evals + [dict(step=self.step, exact_accuracy=final['exact_accuracy'])], key=lambda r: r['exact_accuracy'])
         env = env_info()
         s = dict(model=cfg.model, task=cfg.task, preset=cfg.preset, precision=self.precision,
-                 **{k: getattr(cfg, k) if k in accepted else None for k in SRM_OPTIONS},
-                 seed=cfg.seed, steps=self.step, hidden=cfg.hidden, cycles=cfg.cycles, n_sup=cfg.n_sup,
+                 **{k: model_setting(cfg, k) for k in MODEL_SHORTCUTS}, seed=cfg.seed, steps=self.step, n_sup=cfg.n_sup,
                  batch_size=cfg.batch_size, lr=cfg.lr, n_train=meta.get('counts', {}).get('train', len(self.task.train)),
                  train_examples=len(self.task.train), blanks=meta.get('blanks', {}).get('test'),
                  rating=meta.get('rating', {}).get('test'),
@@ -608,108 +512,8 @@ class Trainer:
                     loadavg=env['loadavg'], torch=env['torch'])
 
 # %% ../nbs/05_train.ipynb #34cd2c0e
-SRM_OPTIONS = ('kappa', 'alpha', 'eta', 'layer')
 RESUMABLE = {'steps', 'epochs', 'log_every', 'eval_every', 'eval_n', 'eval_batch_size', 'eval_segments', 'lyapunov_n',
              'ckpt_every', 'eval_csv', 'eval_csv_n', 'out_dir', 'resume', 'device', 'compile', 'data_dir', 'dry_run'}   # settings a resume may change
-
-def describe(x, solved=None) -> dict:
-    "Distribution summary of per-example values `x`; with `solved` (bool, same length) also the means per group."
-    x = torch.as_tensor(x, dtype=torch.float64)
-    q = torch.quantile(x, torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64)).tolist()
-    d = dict(n=len(x), mean=x.mean().item(), std=x.std().item() if len(x) > 1 else 0.0, min=x.min().item(),
-             p10=q[0], median=q[1], p90=q[2], max=x.max().item())
-    if solved is not None:
-        solved = torch.as_tensor(solved, dtype=torch.bool)
-        d.update(n_solved=int(solved.sum()), mean_solved=x[solved].mean().item() if solved.any() else None,
-                 mean_unsolved=x[~solved].mean().item() if (~solved).any() else None)
-    return d
-
-# %% ../nbs/05_train.ipynb #2ac8011b
-def plot_training(records:list[dict]):
-    "Loss and accuracy against step: training (per segment, streamed) and test (EMA weights)."
-    from plotly.subplots import make_subplots
-    train = [r for r in records if r['kind'] == 'train']; evals = [r for r in records if r['kind'] == 'eval']
-    fig = make_subplots(rows=1, cols=2, subplot_titles=('training loss', 'accuracy'))
-    x = [r['step'] for r in train]
-    fig.add_scatter(x=x, y=[r['loss'] for r in train], name='loss (CE + halting)', row=1, col=1)
-    fig.add_scatter(x=x, y=[r['lm_loss'] for r in train], name='stablemax CE', row=1, col=1)
-    fig.add_scatter(x=x, y=[r['exact_acc'] for r in train], name='train exact (per segment)', row=1, col=2)
-    fig.add_scatter(x=x, y=[r['cell_acc'] for r in train], name='train cell', line_dash='dot', row=1, col=2)
-    if evals:
-        xe = [r['step'] for r in evals]
-        fig.add_scatter(x=xe, y=[r['exact_accuracy'] for r in evals], name='test exact (EMA)', mode='lines+markers', row=1, col=2)
-        fig.add_scatter(x=xe, y=[r['cell_accuracy'] for r in evals], name='test cell (EMA)', mode='lines+markers',
-                        line_dash='dot', row=1, col=2)
-    fig.update_yaxes(type='log', row=1, col=1); fig.update_xaxes(title_text='step')
-    return fig.update_layout(height=380, width=950)
-
-def plot_segments(ev:dict, n_sup:int|None=None):
-    "Exact and cell accuracy against the number of test-time segments."
-    import plotly.graph_objects as go
-    x = list(range(1, len(ev['exact_by_segment']) + 1))
-    fig = go.Figure([go.Scatter(x=x, y=ev['exact_by_segment'], name='exact', mode='lines+markers'),
-                     go.Scatter(x=x, y=ev['cell_by_segment'], name='cell', mode='lines+markers')])
-    if n_sup: fig.add_vline(x=n_sup, line_dash='dot', annotation_text='training n_sup')
-    return fig.update_layout(xaxis_title='test-time segments', yaxis_title='accuracy', height=380, width=600)
-
-# %% ../nbs/05_train.ipynb #13118924
-def run_figures(out_dir) -> dict:
-    "The figures of a finished run folder, by file name: training curves, accuracy by segments, residuals, λ₁ histogram."
-    out_dir = resolve_path(out_dir)
-    summary = json.loads((out_dir / 'summary.json').read_text()); ev = json.loads((out_dir / 'eval.json').read_text())['test']
-    records = read_metrics(out_dir)
-    figs = dict(training=plot_training(records), segments=plot_segments(ev, summary['n_sup']))
-    if 'lambda1' in ev:
-        figs['residuals'] = plot_residuals(ev['residual_by_cycle'], summary['lambda1']['median'], summary['certified_lipschitz'])
-        figs['lambda1'] = plot_lambda1_hist(ev['lambda1'], ev['solved'][:len(ev['lambda1'])])
-    if any('lambda' in r for r in records if r['kind'] == 'eval'):
-        figs['lambda_history'] = plot_lambda_history([r for r in records if r['kind'] == 'eval'])
-    return figs
-
-def save_figures(figs:dict, out_dir) -> list[Path]:
-    "Write each figure to `out_dir/<name>.html` (plotly.js from its CDN)."
-    out_dir = resolve_path(out_dir)
-    paths = [out_dir / f'{name}.html' for name in figs]
-    for p, f in zip(paths, figs.values()): f.write_html(p, include_plotlyjs='cdn')
-    return paths
-
-# %% ../nbs/05_train.ipynb #5915c78e
-def _grid_runs(grid:dict, base:dict, runs_dir) -> list[tuple[str, dict]]:
-    names = {f.name for f in fields(TrainConfig)}
-    unknown = sorted((set(grid) | set(base)) - names)
-    if unknown: raise ValueError(f"sweep: unknown parameters {unknown}; expected fields of TrainConfig")
-    for k, v in grid.items():
-        if not isinstance(v, (list, tuple)) or not v: raise ValueError(f"sweep: grid[{k!r}] must be a non-empty list, got {v!r}")
-    runs = {}
-    for values in itertools.product(*grid.values()):
-        combo = dict(zip(grid, values))
-        cfg = validate(TrainConfig.from_dict({**base, **combo, 'out_dir': ''}))
-        accepted = model_params(cfg.model)
-        name = run_name(cfg) + ''.join(f"-{k}{v:g}" if isinstance(v, float) else f"-{k}{v}" for k, v in combo.items()
-                                       if k not in ('model', 'task', 'kappa', 'seed') and (k not in SRM_OPTIONS or k in accepted))
-        runs.setdefault(name, {**base, **combo, 'out_dir': str(Path(runs_dir) / name)})   # a baseline once, whatever κ
-    return list(runs.items())
-
-def sweep(grid:dict, base:dict|None=None, runs_dir='runs', notebook='nbs/train.ipynb', kernel:str='python3'):
-    """Run `notebook` with papermill for every combination of `grid` (name → list of values) over `base`, each into
-    `runs_dir/<name>/`; runs that already have a `summary.json` are skipped. Returns `load_runs` of the sweep's runs."""
-    import papermill as pm
-    runs = _grid_runs(grid, base or {}, runs_dir)
-    for name, params in tqdm(runs, desc='sweep'):
-        out = resolve_path(params['out_dir'])
-        if (out / 'summary.json').exists(): continue
-        out.mkdir(parents=True, exist_ok=True)
-        pm.execute_notebook(str(resolve_path(notebook)), str(out / 'train.ipynb'), parameters=params, kernel_name=kernel,
-                            cwd=str(repo_root()), progress_bar=False)
-    df = load_runs(runs_dir)
-    return df[df['run'].isin([name for name, _ in runs])].reset_index(drop=True)
-
-def load_runs(runs_dir='runs'):
-    "One row per `summary.json` under `runs_dir` (nested fields flattened: `lambda1_mean`, …), `run` = its folder."
-    import pandas as pd
-    root = resolve_path(runs_dir)
-    rows = [dict(run=str(p.parent.relative_to(root)), **json.loads(p.read_text())) for p in sorted(root.rglob('summary.json'))]
-    return pd.json_normalize(rows, sep='_') if rows else pd.DataFrame(columns=['run'])
 
 # %% ../nbs/05_train.ipynb #5ac54e0a
 def _flag(default):
@@ -727,6 +531,7 @@ def cli(argv=None) -> dict|None:
     for f in fields(TrainConfig):
         default = f.default_factory() if f.default_factory is not dataclasses.MISSING else f.default
         p.add_argument(f'--{f.name}', type=_flag(default), default=default)
-    return Trainer(TrainConfig(**vars(p.parse_args(argv)))).fit()
+    for name in MODEL_SHORTCUTS + TASK_SHORTCUTS: p.add_argument(f'--{name}', type=_json_or_text, default=None, help='shortcut')
+    return Trainer(from_params(vars(p.parse_args(argv)))).fit()
 
 if __name__ == '__main__' and getattr(globals().get('__spec__'), 'name', '') == 'srm_nb.train': cli()   # python -m only

@@ -24,7 +24,7 @@ def tiny_runs(tmp_path_factory):
     root = tmp_path_factory.mktemp('explore')
     data = str(root / 'data')
     Trainer(model='srm', **TINY, data_dir=data, out_dir=str(root / 'runs' / 'srm')).fit()
-    Trainer(model='trm-mlp', **{**TINY, 'steps': 3, 'eval_every': 0}, model_overrides=dict(l_steps=1), data_dir=data,
+    Trainer(model='trm-mlp', **{**TINY, 'steps': 3, 'eval_every': 0}, model_kw=dict(l_steps=1), data_dir=data,
             out_dir=str(root / 'runs' / 'trm')).fit()
     return root
 

@@ -7,8 +7,8 @@ from srm_nb.train import Trainer, read_metrics
 
 TINY = dict(task='sudoku-easy', hidden=16, cycles=2, n_sup=3, batch_size=8, n_train=64, n_test=16, n_blanks=6,
             warmup=4, lr=1e-3, log_every=5, eval_every=0, ckpt_every=0, eval_n=8, lyapunov_n=2, resume=False)
-MODELS = {'srm': {}, 'trm-mlp': dict(model_overrides=dict(l_steps=2)), 'trm-att': dict(model_overrides=dict(l_steps=2)),
-          'hrm': dict(cycles=1, model_overrides=dict(h_layers=1, l_layers=1, l_steps=2))}
+MODELS = {'srm': {}, 'trm-mlp': dict(model_kw=dict(l_steps=2)), 'trm-att': dict(model_kw=dict(l_steps=2)),
+          'hrm': dict(cycles=1, model_kw=dict(h_layers=1, l_layers=1, l_steps=2))}
 
 @pytest.fixture(scope='module')
 def data_dir(tmp_path_factory): return str(tmp_path_factory.mktemp('data'))

@@ -4,7 +4,8 @@ import ast, json, os, subprocess, sys
 from pathlib import Path
 import nbformat, pytest, torch
 from srm_nb.train import (Trainer, TrainConfig, validate, load_checkpoint, read_metrics, sweep, load_runs, cli,
-                          repo_root, _grid_runs)
+                          repo_root, from_params, MODEL_SHORTCUTS, TASK_SHORTCUTS)
+from srm_nb.runs import _grid_runs
 
 ROOT = repo_root(Path(__file__).parent)
 TINY = dict(model='srm', task='sudoku-easy', hidden=16, cycles=2, n_sup=3, batch_size=8, steps=24, n_train=64, n_test=32,
@@ -50,7 +51,7 @@ def test_run_writes_its_records(reference):
     assert [r['step'] for r in recs if r['kind'] == 'eval'] == [8, 16] and recs[-1]['kind'] == 'final'
     assert json.loads((t.out_dir / 'summary.json').read_text())['exact_accuracy'] == summary['exact_accuracy']
     params = json.loads((t.out_dir / 'params.json').read_text())
-    assert params['model_config']['hidden'] == 16 and params['kappa'] == 0.9
+    assert params['model_config']['hidden'] == 16 and summary['kappa'] == 0.9 and params['model_kw']['hidden'] == 16
     ck = torch.load(t.out_dir / 'ckpt' / 'last.pt', weights_only=True)    # plain tensors and containers only
     assert ck['step'] == 24 and set(ck['local'][0]['carry']) == {'tokens', 'targets', 'z', 'steps', 'halted'}
 
@@ -74,7 +75,7 @@ def test_killed_run_resumes_bit_for_bit(reference, tmp_path):
 
 def test_resume_restores_every_random_state(tmp_path):
     "Noise in the step (σ > 0: the global torch RNG) and early halting with exploration (the halting RNG) both matter here."
-    cfg = dict(TINY, lyapunov_n=0, explore=0.5, model_overrides={'sigma': 0.05})
+    cfg = dict(TINY, lyapunov_n=0, explore=0.5, model_kw={'sigma': 0.05})
     def fresh(out):
         t = Trainer(**cfg, out_dir=str(tmp_path / out))
         with torch.no_grad(): t.model.q_head.bias[0] = 5.0          # q_halt > 0: puzzles halt early unless exploring
@@ -89,7 +90,7 @@ def test_resume_restores_every_random_state(tmp_path):
 
 def test_evaluation_does_not_change_training(tmp_path):
     "With σ > 0 every evaluation rollout draws noise: it must come from a forked RNG, not the training stream's."
-    cfg = dict(TINY, lyapunov_n=0, model_overrides={'sigma': 0.05})
+    cfg = dict(TINY, lyapunov_n=0, model_kw={'sigma': 0.05})
     a = Trainer(**cfg, out_dir=str(tmp_path / 'a')); a.fit()
     b = Trainer(**{**cfg, 'eval_every': 0, 'ckpt_every': 0}, out_dir=str(tmp_path / 'b')); b.fit()
     assert _same_weights(a.model, b.model) and _same_weights(a.ema, b.ema)
@@ -106,14 +107,16 @@ def test_bad_settings_fail_together_before_anything_runs(tmp_path):
         Trainer(model='nope', task='nope', steps=0, batch_size=-1, eval_csv='missing.csv', device='tpu', n_blanks=[9, 3],
                 out_dir=str(out))
     msg = str(e.value)
-    for name in ('model:', 'task:', 'steps:', 'batch_size:', 'eval_csv:', 'device:', 'n_blanks:'): assert name in msg, msg
+    for name in ('model:', 'task:', 'steps:', 'batch_size:', 'eval_csv:', 'device:'): assert name in msg, msg
     assert not out.exists()
-    with pytest.raises(ValueError, match=r"kappa: expected 0 < kappa < 1 for model 'srm', got 1.0"): validate(TrainConfig(kappa=1.0))
-    with pytest.raises(ValueError, match=r"layer: expected one of"): validate(TrainConfig(layer='magic'))
-    with pytest.raises(ValueError, match=r"alpha:"): validate(TrainConfig(alpha=0.0))
+    with pytest.raises(ValueError, match=r"model_kw: kappa must lie in the open interval \(0.0, 1.0\), got 1.0"):
+        validate(from_params(dict(kappa=1.0)))                                  # the model's own check, before anything is built
+    with pytest.raises(ValueError, match=r"model_kw: layer must be one of"): validate(from_params(dict(layer='magic')))
+    with pytest.raises(ValueError, match=r"model_kw: alpha"): validate(from_params(dict(alpha=0.0)))
+    with pytest.raises(ValueError, match=r"model_kw: .*nope"): validate(TrainConfig(model_kw=dict(nope=1)))
     with pytest.raises(ValueError, match=r"unknown settings \['colour'\]"): Trainer(colour='red')
-    assert validate(TrainConfig(model='trm-mlp', kappa=1.5)).kappa == 1.5          # κ means nothing to TRM
-    assert validate(TrainConfig(kappa=0.8, seed=3)).out_dir == 'runs/srm-sudoku-easy-k0.8-s3'
+    assert validate(from_params(dict(model='trm-mlp', kappa=1.5))).model_kw == dict(hidden=64, cycles=4)   # κ means nothing to TRM
+    assert validate(from_params(dict(kappa=0.8, seed=3))).out_dir == 'runs/srm-sudoku-easy-k0.8-s3'
     assert validate(TrainConfig(model='hrm')).out_dir == 'runs/hrm-sudoku-easy-s0'
 
 def test_nan_stops_with_step_and_tensor(tmp_path):
@@ -130,7 +133,7 @@ def test_cli_scores_an_external_csv(tmp_path):
     csv = write_sudoku_csv(tmp_path / 'ext.csv', test.inputs, test.targets, [0] * len(test.inputs))
     summary = cli(['--data_dir', TINY['data_dir'], '--steps', '4', '--hidden', '16', '--cycles', '2', '--n_sup', '2', '--batch_size', '4', '--n_train', '16',
                    '--n_test', '8', '--n_blanks', '6', '--lyapunov_n', '0', '--eval_csv', str(csv), '--eval_csv_n', '7',
-                   '--out_dir', str(tmp_path / 'run'), '--model_overrides', '{"depth": 1}'])
+                   '--out_dir', str(tmp_path / 'run'), '--model_kw', '{"depth": 1}'])
     assert summary['csv']['n'] == 7 and 0 <= summary['csv']['exact_accuracy'] <= 1
     assert json.loads((tmp_path / 'run' / 'params.json').read_text())['model_config']['depth'] == 1
 
@@ -148,7 +151,7 @@ def test_notebook_parameters_are_the_config_defaults():
     assert cell.cell_type == 'code'
     values = {}
     exec(compile(ast.parse(cell.source), 'parameters', 'exec'), {}, values)
-    defaults = {k: v for k, v in vars(TrainConfig()).items()}
+    defaults = {**vars(TrainConfig()), **{k: None for k in MODEL_SHORTCUTS + TASK_SHORTCUTS}}   # shortcuts: unset
     assert values == defaults
 
 def test_papermill_smoke_run(tmp_path):
@@ -198,7 +201,7 @@ def test_real_csv_layout_records_rows_and_scores_the_full_test_set(tmp_path):
     q, a, r = generate_sudoku(60, seed=4, n_blanks=(5, 8))
     csv = write_sudoku_csv(tmp_path / 'all.csv', q, a, r)
     t = Trainer(**{**TINY, 'steps': 2, 'eval_every': 0, 'lyapunov_n': 0, 'task': 'sudoku-csv', 'n_train': 40, 'n_test': 8,
-                   'n_blanks': None, 'task_options': dict(path=str(csv), n_aug=0)}, out_dir=str(tmp_path / 'run'))
+                   'n_blanks': None, 'task_kw': dict(path=str(csv), n_aug=0)}, out_dir=str(tmp_path / 'run'))
     summary = t.fit()
     rows = json.loads((tmp_path / 'run' / 'rows.json').read_text())
     assert rows['seed'] == TINY.get('seed', 0) and len(rows['rows']['train']) == 40 and len(rows['rows']['test']) == 8
