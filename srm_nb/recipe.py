@@ -184,17 +184,17 @@ class EMA:
 
 # %% ../nbs/05_recipe.ipynb #f4548f14
 def step_cost(model:nn.Module, seq_len:int, vocab_size:int, batch:int=1, precision:str='fp32') -> dict:
-    "Per-example FLOPs and saved-activation bytes of one training segment of `model` (measured on a CPU copy at `batch`)."
-    m = copy.deepcopy(model).cpu().train()
-    tokens = torch.randint(1, vocab_size, (batch, seq_len))
+    "Per-example FLOPs and saved-activation bytes of one training segment of `model` (measured on a copy, on its device, at `batch`)."
+    m = copy.deepcopy(model).train()
+    device = next(m.parameters()).device
+    tokens = torch.randint(1, vocab_size, (batch, seq_len), device=device)
     saved = {}                                        # storage → bytes: a tensor saved by several ops counts once
     def keep(t):
         saved[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes(); return t
-    with torch.random.fork_rng(), FlopCounterMode(display=False) as flops, \
-         torch.autocast('cpu', dtype=torch.bfloat16, enabled=precision == 'bf16'):
+    with torch.random.fork_rng(devices=[device] if device.type == 'cuda' else []), FlopCounterMode(display=False) as flops, \
+         torch.autocast(device.type, dtype=torch.bfloat16, enabled=precision == 'bf16'):
         with torch.autograd.graph.saved_tensors_hooks(keep, lambda t: t):
-            kw = dict(last_step=torch.zeros(batch, dtype=torch.bool)) if getattr(m, 'q_continue', False) else {}
-            loss, _ = segment_loss(m(tokens, **kw), tokens)
+            loss, _ = segment_loss(m(tokens, last_step=torch.zeros(batch, dtype=torch.bool, device=device)), tokens)
         loss.backward()
     return dict(flops_per_example=flops.get_total_flops() / batch, activation_bytes_per_example=sum(saved.values()) / batch)
 

@@ -25,7 +25,7 @@ from .recipe import (PRESETS, RECIPE_KEYS, resolve_recipe, make_optimizer, make_
 # %% auto #0
 __all__ = ['MODEL_SHORTCUTS', 'TASK_SHORTCUTS', 'RUN_NAME_KEYS', 'RESUMABLE', 'TrainConfig', 'from_params', 'task_params',
            'task_options', 'model_setting', 'run_name', 'resolve', 'validate', 'PuzzleStream', 'grad_norms',
-           'FiniteGuard', 'atomic_save', 'init_distributed', 'resolve_device', 'Trainer', 'cli']
+           'FiniteGuard', 'atomic_save', 'init_distributed', 'resolve_device', 'Trainer', 'progress_line', 'cli']
 
 # %% ../nbs/05_train.ipynb #83f464a6
 @dataclass
@@ -292,7 +292,7 @@ class Trainer:
         if cfg.dry_run:
             if self.is_main: save_json(self.params(), self.out_dir / 'params.json')
             return
-        self.net, self._last_step_kw = self.model, 'last_step' in inspect.signature(self.model.forward).parameters
+        self.net = self.model
         if self.world_size > 1:
             self.net = DistributedDataParallel(self.model, device_ids=[self.device.index] if cuda else None)
         if cfg.compile: self.net = torch.compile(self.net)
@@ -349,9 +349,8 @@ class Trainer:
         c['steps'] = torch.where(fresh, 0, c['steps'])
         c['z'] = self.model.reset_state(c['z'], fresh)
         self.model.train()
-        kw = dict(last_step=c['steps'] + 1 >= cfg.n_sup) if self._last_step_kw else {}   # HRM's Q-continue target
         with self.autocast():
-            out = self.net(c['tokens'], c['z'], **kw)
+            out = self.net(c['tokens'], c['z'], last_step=c['steps'] + 1 >= cfg.n_sup)   # for a Q-continue target
             loss, m = segment_loss(out, c['targets'])
             if hasattr(self.model, 'kappa_penalty'):
                 m['kappa_penalty'] = penalty = self.model.kappa_penalty()
@@ -380,6 +379,10 @@ class Trainer:
     def _log(self, rec:dict):
         if self.is_main:
             with open(self.out_dir / 'metrics.jsonl', 'a') as f: f.write(json.dumps(jsonable(rec)) + '\n')
+
+    def _say(self, line:str):
+        "A plain progress line on stdout (rank 0): it reaches a terminal, a log file and papermill's --log-output alike."
+        if self.is_main: print(line, flush=True)
 
     def _barrier(self):
         if self.world_size > 1: dist.barrier()
@@ -461,8 +464,12 @@ class Trainer:
                                examples_per_s=self.examples / self.train_s, wall_s=self._wall())
                     self._log(rec); sums, n = {}, 0
                     post.update(loss=f"{rec['loss']:.3f}", train_exact=f"{rec['exact_acc']:.3f}")
+                    self._say(progress_line(rec, cfg.steps, self.train_s))
                 if cfg.eval_every and self.step % cfg.eval_every == 0 and self.step < cfg.steps:
-                    if (ev := self.eval_step()): post['test_exact'] = f"{ev['exact_accuracy']:.3f}"
+                    if (ev := self.eval_step()):
+                        post['test_exact'] = f"{ev['exact_accuracy']:.3f}"
+                        self._say(f"step {self.step}: test exact {ev['exact_accuracy']:.3f} cell {ev['cell_accuracy']:.3f}"
+                                  + (f" λ₁ {ev['lambda1_mean']:+.3f}" if 'lambda1_mean' in ev else ''))
                 bar.set_postfix(post, refresh=False)
                 if (cfg.ckpt_every and self.step % cfg.ckpt_every == 0) or self.step == cfg.steps: self.save()
                 for cb in callbacks: cb(self)
@@ -483,6 +490,9 @@ class Trainer:
                            cell_accuracy=final['cell_accuracy'], wall_s=summary['wall_s']))
         self._barrier()
         if self._owns_pg: dist.destroy_process_group()
+        if summary: self._say(f"done: exact {summary['exact_accuracy']:.3f}, cell {summary['cell_accuracy']:.3f} on {summary['n_test']} "
+                              f"test puzzles after {summary['n_sup']} segments, K = {summary['certified_lipschitz'] or float('inf'):.3f}, "
+                              f"{summary['wall_s']:.0f} s; records in {self.out_dir}")
         return summary
 
     def summary(self, final:dict, csv:dict|None=None) -> dict:
@@ -514,6 +524,12 @@ class Trainer:
 # %% ../nbs/05_train.ipynb #34cd2c0e
 RESUMABLE = {'steps', 'epochs', 'log_every', 'eval_every', 'eval_n', 'eval_batch_size', 'eval_segments', 'lyapunov_n',
              'ckpt_every', 'eval_csv', 'eval_csv_n', 'out_dir', 'resume', 'device', 'compile', 'data_dir', 'dry_run'}   # settings a resume may change
+
+def progress_line(rec:dict, total:int, train_s:float) -> str:
+    "One line of training progress from a `train` record: step, loss, accuracy, speed and the time left."
+    eta = train_s / rec['step'] * (total - rec['step'])
+    return (f"step {rec['step']}/{total}  loss {rec['loss']:.4f}  cell {rec['cell_acc']:.3f}  exact {rec['exact_acc']:.3f}  "
+            f"{rec['examples_per_s']:.0f} ex/s  ETA {eta / 60:.1f} min")
 
 # %% ../nbs/05_train.ipynb #5ac54e0a
 def _flag(default):
