@@ -4,17 +4,17 @@
 
 # %% ../nbs/03_baselines.ipynb #9ab58240
 from __future__ import annotations
-import math
+from dataclasses import dataclass
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from torch.nn.attention import sdpa_kernel, SDPBackend
-from .recursive import RecursiveModel, trunc_normal_, lecun_linear
+from .recursive import RecursiveConfig, RecursiveModel, check_bool, check_number, configure, lecun_linear
 from .lipschitz import check_int
 
 # %% auto #0
-__all__ = ['rms_norm', 'swiglu_width', 'SwiGLU', 'Rotary', 'apply_rope', 'attend', 'Attention', 'Block', 'Reasoner', 'Baseline',
-           'TRM', 'HRM']
+__all__ = ['rms_norm', 'swiglu_width', 'SwiGLU', 'Rotary', 'apply_rope', 'attend', 'Attention', 'Block', 'Reasoner',
+           'BaselineConfig', 'Baseline', 'TRMConfig', 'TRM', 'HRMConfig', 'HRM']
 
 # %% ../nbs/03_baselines.ipynb #6b2896ff
 def rms_norm(x:torch.Tensor, eps:float=1e-5) -> torch.Tensor:
@@ -112,69 +112,113 @@ class Reasoner(nn.Module):
         return x
 
 # %% ../nbs/03_baselines.ipynb #953e57ca
+@dataclass(frozen=True, kw_only=True)
+class BaselineConfig(RecursiveConfig):
+    "What TRM's and HRM's configurations share. Checked when made."
+    pos: str = 'rope'
+    l_steps: int = 6              # l-updates per cycle
+    n_heads: int = 8              # attention heads
+    expansion: float = 4.0        # SwiGLU expansion
+    rms_eps: float = 1e-5         # RMSNorm ε
+    rope_theta: float = 10000.0   # RoPE base θ
+
+    @property
+    def attention(self) -> bool:
+        "Whether the model mixes tokens by attention."
+        return True
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_int('l_steps', self.l_steps); check_int('n_heads', self.n_heads)
+        if self.attention and self.hidden % self.n_heads:
+            raise ValueError(f"n_heads must divide hidden={self.hidden}, got n_heads={self.n_heads}")
+        if self.pos == 'rope' and (self.hidden // self.n_heads) % 2:
+            raise ValueError(f"n_heads: RoPE needs an even head size hidden // n_heads, got {self.hidden} // {self.n_heads}")
+        for name in ('expansion', 'rms_eps', 'rope_theta'): check_number(name, getattr(self, name), 0, lo_open=True)
+
 class Baseline(RecursiveModel):
-    "What TRM and HRM share on top of `RecursiveModel`: `l_steps` and the RoPE tables."
-    def __init__(self, vocab_size:int, seq_len:int, hidden:int, n_prefix:int, cycles:int, l_steps:int, pos:str,
-                 n_heads:int, halt:bool, q_continue:bool, rope_theta:float):
-        super().__init__(vocab_size, seq_len, hidden, n_prefix, cycles, pos, halt, q_continue)
-        check_int('l_steps', l_steps)
-        if pos == 'rope' and (n_heads < 1 or hidden % n_heads):
-            raise ValueError(f"n_heads must divide hidden={hidden}, got n_heads={n_heads}")
-        self.l_steps = l_steps
-        self.rotary = Rotary(hidden // n_heads, self.length, rope_theta) if pos == 'rope' else None
+    "What TRM and HRM share on top of `RecursiveModel`: the RoPE tables, their blocks, and the cycle on the pair (h, l)."
+    def __init__(self, config:BaselineConfig):
+        super().__init__(config)
+        self.l_steps = config.l_steps
+        self.rotary = Rotary(config.hidden // config.n_heads, self.length, theta=config.rope_theta) if config.pos == 'rope' else None
 
     def rope(self):
         "The (cos, sin) tables for attention, or None without RoPE."
         return None if self.rotary is None else self.rotary()
 
+    def reasoner(self, n_layers:int, mlp_t:bool=False) -> Reasoner:
+        "A stack of `n_layers` of this model's blocks (token MLP instead of attention with `mlp_t`)."
+        c = self.config
+        return Reasoner(n_layers, hidden=c.hidden, length=self.length, n_heads=c.n_heads, expansion=c.expansion,
+                        mlp_t=mlp_t, eps=c.rms_eps)
+
+    def nets(self) -> tuple:
+        "The networks (H, L) of the h- and the l-update."
+        raise NotImplementedError(f"{type(self).__name__} must define nets()")
+
+    def encode(self, z):
+        "The carry as the pair (h, l): each sub-step replaces one of them."
+        return z.unbind(1)
+
+    def decode(self, s): return torch.stack(s, 1)
+
+    def steps(self, x):
+        "One cycle's sub-steps on (h, l): `l_steps` updates l ← L(l + (h + x)), then h ← H(h + l). Pure."
+        rope, (H, L) = self.rope(), self.nets()
+        l_step = lambda s: (s[0], L(s[1] + (s[0] + x), rope))
+        h_step = lambda s: (H(s[0] + s[1], rope), s[1])
+        return [l_step] * self.l_steps + [h_step]
+
 # %% ../nbs/03_baselines.ipynb #fe5e5384
-class TRM(Baseline):
-    "Tiny Recursive Model: one `layers`-deep net; a cycle is `l_steps` updates l ← net(l + h + x), then h ← net(h + l)."
-    def __init__(self, vocab_size:int=11, seq_len:int=81, hidden:int=512, n_prefix:int=16, cycles:int=3, l_steps:int=6,
-                 layers:int=2, mlp_t:bool=False, pos:str='rope', n_heads:int=8, expansion:float=4.0, halt:bool=True,
-                 q_continue:bool=False, rms_eps:float=1e-5, rope_theta:float=10000.0):
-        if mlp_t and pos == 'rope':
+@dataclass(frozen=True, kw_only=True)
+class TRMConfig(BaselineConfig):
+    "Every setting of a TRM; the defaults are the published Sudoku TRM-Att (TRM-MLP: `mlp_t=True, pos='none'`)."
+    layers: int = 2               # layers of the one net
+    mlp_t: bool = False           # mix tokens by an MLP along the token axis instead of attention
+
+    @property
+    def attention(self) -> bool: return not self.mlp_t
+
+    def __post_init__(self):
+        check_bool('mlp_t', self.mlp_t)
+        if self.mlp_t and self.pos == 'rope':
             raise ValueError("pos: the token-MLP variant (mlp_t=True) has no attention to apply RoPE in; "
                              "expected 'none' or 'learned', got 'rope'")
-        super().__init__(vocab_size, seq_len, hidden, n_prefix, cycles, l_steps, pos, n_heads, halt, q_continue, rope_theta)
-        self.mlp_t = mlp_t
-        self.net = Reasoner(layers, hidden=hidden, length=self.length, n_heads=n_heads, expansion=expansion,
-                            mlp_t=mlp_t, eps=rms_eps)
+        super().__post_init__()
+        check_int('layers', self.layers)
 
-    def cycle(self, z, x):
-        "One H-cycle: `l_steps` updates l ← net(l + (h + x)), then h ← net(h + l). Pure."
-        h, l = z.unbind(1)
-        rope = self.rope()
-        for _ in range(self.l_steps): l = self.net(l + (h + x), rope)
-        h = self.net(h + l, rope)
-        return torch.stack([h, l], 1)
+class TRM(Baseline):
+    "Tiny Recursive Model: one `layers`-deep net; a cycle is `l_steps` updates l ← net(l + h + x), then h ← net(h + l)."
+    def __init__(self, config:TRMConfig|None=None, **overrides):
+        super().__init__(configure(TRMConfig, config, **overrides))
+        self.net = self.reasoner(self.config.layers, mlp_t=self.config.mlp_t)
+
+    def nets(self): return self.net, self.net
 
 # %% ../nbs/03_baselines.ipynb #85cb4750
+@dataclass(frozen=True, kw_only=True)
+class HRMConfig(BaselineConfig):
+    "Every setting of an HRM; the defaults are the published Sudoku HRM."
+    n_prefix: int = 1
+    cycles: int = 2
+    l_steps: int = 2
+    q_continue: bool = True
+    h_layers: int = 4             # layers of the high-level module
+    l_layers: int = 4             # layers of the low-level module
+
+    def __post_init__(self):
+        super().__post_init__()
+        check_int('h_layers', self.h_layers); check_int('l_layers', self.l_layers)
+
 class HRM(Baseline):
     "Hierarchical Reasoning Model: a cycle is `l_steps` steps l ← L_net(l + h + x), then h ← H_net(h + l); one-step gradient."
-    def __init__(self, vocab_size:int=11, seq_len:int=81, hidden:int=512, n_prefix:int=1, cycles:int=2, l_steps:int=2,
-                 h_layers:int=4, l_layers:int=4, pos:str='rope', n_heads:int=8, expansion:float=4.0, halt:bool=True,
-                 q_continue:bool=True, rms_eps:float=1e-5, rope_theta:float=10000.0):
-        super().__init__(vocab_size, seq_len, hidden, n_prefix, cycles, l_steps, pos, n_heads, halt, q_continue, rope_theta)
-        kw = dict(hidden=hidden, length=self.length, n_heads=n_heads, expansion=expansion, eps=rms_eps)
-        self.h_net, self.l_net = Reasoner(h_layers, **kw), Reasoner(l_layers, **kw)
+    def __init__(self, config:HRMConfig|None=None, **overrides):
+        super().__init__(configure(HRMConfig, config, **overrides))
+        self.h_net, self.l_net = self.reasoner(self.config.h_layers), self.reasoner(self.config.l_layers)
 
-    def l_step(self, h, l, x, rope=None): return self.l_net(l + (h + x), rope)
-    def h_step(self, h, l, rope=None): return self.h_net(h + l, rope)
+    def nets(self): return self.h_net, self.l_net
 
-    def cycle(self, z, x):
-        "One high-level cycle: `l_steps` low-level steps, then one high-level step. Pure."
-        h, l = z.unbind(1)
-        rope = self.rope()
-        for _ in range(self.l_steps): l = self.l_step(h, l, x, rope)
-        return torch.stack([self.h_step(h, l, rope), l], 1)
-
-    def segment(self, z, x):
-        "`cycles` cycles with HRM's one-step gradient: only the final l-step and h-step are differentiated."
-        rope = self.rope()
-        with torch.no_grad():
-            for _ in range(self.cycles - 1): z = self.cycle(z, x)
-            h, l = z.unbind(1)
-            for _ in range(self.l_steps - 1): l = self.l_step(h, l, x, rope)
-        l = self.l_step(h, l, x, rope)
-        return torch.stack([self.h_step(h, l, rope), l], 1)
+    def grad_steps(self, n:int) -> int:
+        "HRM's one-step gradient: only the final l-step and h-step of a segment are differentiated."
+        return 2

@@ -10,9 +10,10 @@ import torch
 import torch.nn as nn
 import torch.nn.functional as F
 from .lipschitz import check_int, outside_autocast
+from .recursive import check_bool, check_number
 
 # %% auto #0
-__all__ = ['spectral_norm_2x2', 'Orthogonal', 'GainOperator', 'BlockGain', 'RowSumGain']
+__all__ = ['spectral_norm_2x2', 'Orthogonal', 'GainOperator', 'check_block_gain', 'BlockGain', 'RowSumGain']
 
 # %% ../nbs/01_gain.ipynb #99892d3f
 def spectral_norm_2x2(N: torch.Tensor) -> torch.Tensor:
@@ -64,10 +65,6 @@ class GainOperator:
                           torch.cat([N[1, 0] * self.U_LH, N[1, 1] * I], 1)], 0)
 
 # %% ../nbs/01_gain.ipynb #1713f2f5
-def _check_kappa(kappa, lo=0.0, hi=1.0, name='kappa'):
-    if not (isinstance(kappa, (int, float)) and lo < kappa < hi):
-        raise ValueError(f"{name} must lie in the open interval ({lo}, {hi}), got {kappa!r}")
-
 class _Gain(nn.Module):
     "Shared part of the gains: the two learned rotations, the operator M, and the exact bound ‖N‖₂."
     def __init__(self, hidden:int):
@@ -100,17 +97,20 @@ class _Gain(nn.Module):
 # %% ../nbs/01_gain.ipynb #b7617287
 def _softplus_inv(y: torch.Tensor) -> torch.Tensor: return y + torch.log(-torch.expm1(-y))
 
+def check_block_gain(kappa, floor, learn_kappa, kappa_anchor, lambda_anchor):
+    "The checks of `BlockGain`'s settings (also made by `SRMConfig`, before anything is built)."
+    check_bool('learn_kappa', learn_kappa)
+    check_number('kappa', kappa, *((0.5, 0.99) if learn_kappa else (0.0, 1.0)), lo_open=True, hi_open=True)
+    check_number('floor', floor, 0, 1)
+    check_number('kappa_anchor', kappa_anchor, 0.0, 1.0, lo_open=True, hi_open=True)
+    check_number('lambda_anchor', lambda_anchor, 0)
+
 class BlockGain(_Gain):
     "Non-negative 2×2 gain N with ‖N‖₂ ≤ κ for all parameters, orthogonal U_HL/U_LH, optional off-diagonal floor."
     def __init__(self, hidden:int, kappa:float=0.9, floor:float=0.0, learn_kappa:bool=False,
                  kappa_anchor:float=0.9, lambda_anchor:float=1.0):
         super().__init__(hidden)
-        if learn_kappa: _check_kappa(kappa, 0.5, 0.99)
-        else: _check_kappa(kappa)
-        if not (isinstance(floor, (int, float)) and 0 <= floor <= 1): raise ValueError(f"floor must lie in [0, 1], got {floor!r}")
-        if not (isinstance(lambda_anchor, (int, float)) and lambda_anchor >= 0):
-            raise ValueError(f"lambda_anchor must be >= 0, got {lambda_anchor!r}")
-        _check_kappa(kappa_anchor, name='kappa_anchor')
+        check_block_gain(kappa, floor, learn_kappa, kappa_anchor, lambda_anchor)
         self.floor, self.learn_kappa, self.kappa_anchor, self.lambda_anchor = float(floor), learn_kappa, kappa_anchor, lambda_anchor
         self.raw = nn.Parameter(_softplus_inv(torch.tensor([[1.0, 0.5], [0.5, 1.0]])))
         if learn_kappa: self.c = nn.Parameter(torch.logit(torch.tensor((kappa - 0.5) / 0.49)))
@@ -139,8 +139,7 @@ class RowSumGain(_Gain):
     "The original note's gain (κ-scaled softmax rows), in scaled coordinates. NOT certified: for ablations and tests."
     def __init__(self, hidden:int, kappa:float=0.9, eta:float=1.0):
         super().__init__(hidden)
-        _check_kappa(kappa)
-        if not (isinstance(eta, (int, float)) and eta > 0): raise ValueError(f"eta must be > 0, got {eta!r}")
+        check_number('kappa', kappa, 0.0, 1.0, lo_open=True, hi_open=True); check_number('eta', eta, 0, lo_open=True)
         self.claimed_bound, self.eta = float(kappa), float(eta)
         self.logits_H, self.logits_L = nn.Parameter(torch.zeros(2)), nn.Parameter(torch.zeros(2))
 

@@ -7,6 +7,7 @@ from __future__ import annotations
 import copy, math
 from contextlib import contextmanager
 from dataclasses import dataclass
+from functools import partial
 from typing import Callable, NamedTuple, Optional
 import torch
 from torch.func import jvp, vjp, vmap
@@ -14,6 +15,7 @@ from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
 import plotly.graph_objects as go
 from .lipschitz import check_int
+from .recursive import fixed_point_iteration
 
 # %% auto #0
 __all__ = ['sqrt_weights', 'scaled_step', 'lyapunov_spectrum', 'LipschitzEstimate', 'lipschitz_estimate', 'FixedPointTrace',
@@ -93,11 +95,11 @@ def _spectrum(f, u, k:int, n_steps:int, warmup:int, settle:int, seed:int, track_
     """The QR loop in scaled coordinates. With `track_norm`, one extra tangent column `v` runs a warm-started power
     iteration on J_tᵀJ_t along the trajectory (one VJP per step): ‖J_t v‖ is a lower estimate of ‖J_t‖ at every step."""
     B, n = len(u), u[0].numel()
-    logrs, residual, norms = [], [], []
+    logrs, norms = [], []
     dead = torch.zeros(B, dtype=torch.bool, device=u.device)
     with _probing():
-        for _ in range(warmup):
-            u1 = _apply(f, u); residual.append(_norms(u1 - u)); u = u1
+        warm = fixed_point_iteration(partial(_apply, f), u, warmup)
+        u, residual = warm.state, list(warm.residual.unbind(1))
         V = _random_frame(B, n, k + int(track_norm), u, seed)
         for t in tqdm(range(settle + n_steps), desc='lyapunov', disable=not progress, leave=False):
             u1, JV = _tangent_push(f, u, V.view(*u.shape, -1))
@@ -218,28 +220,20 @@ class FixedPointTrace:
 def fixed_point_residuals(step:Callable, s0, n_steps:int, weights=None, tol:Optional[float]=None,
                           max_iter:Optional[int]=None) -> FixedPointTrace:
     """Residuals ‖s_{t+1} − s_t‖ for `n_steps` iterations from `s0` (B, ...) and distances to the fixed point s*, found by
-    iterating until every residual is below `tol·‖s‖` (default 10·eps of the dtype) or `max_iter` (default 10·n_steps)."""
+    iterating until every relative residual is below `tol` (default 10·eps of the dtype) or `max_iter` (default 10·n_steps)."""
     s = _check_state(s0)
     check_int('n_steps', n_steps, 1)
     max_iter = check_int('max_iter', 10 * n_steps if max_iter is None else max_iter, n_steps)
     tol = 10 * torch.finfo(s.dtype).eps if tol is None else tol
-    if not tol > 0: raise ValueError(f"tol: expected a positive number, got {tol!r}")
     sw = sqrt_weights(weights, s)
     f = scaled_step(step, sw)
     u0 = s if sw is None else s * sw
-    residual = []
     with _probing():
-        u, it = u0, 0
-        while it < max_iter:
-            u1 = _apply(f, u); r = _norms(u1 - u); it += 1
-            if it <= n_steps: residual.append(r)
-            u = u1
-            if it >= n_steps and (r <= tol * _norms(u)).all(): break
+        run = fixed_point_iteration(partial(_apply, f), u0, max_iter, tol, min_iter=n_steps)
+        u = run.state
         final = _norms(_apply(f, u) - u)
-        v, dist = u0, [_norms(u0 - u)]
-        for _ in range(n_steps):
-            v = f(v); dist.append(_norms(v - u))
-    return FixedPointTrace(torch.stack(residual, 1), torch.stack(dist, 1), u if sw is None else u / sw, final, it)
+        dist = torch.stack([_norms(v - u) for v in fixed_point_iteration(f, u0, n_steps, keep_states=True).states], 1)
+    return FixedPointTrace(run.residual[:, :n_steps], dist, u if sw is None else u / sw, final, run.n_iter)
 
 # %% ../nbs/06_lyapunov.ipynb #4c976c9e
 @dataclass

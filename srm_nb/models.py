@@ -4,27 +4,20 @@
 
 # %% ../nbs/03a_models.ipynb #0439a8a5
 from __future__ import annotations
-import inspect
+from dataclasses import asdict, fields
 import torch.nn as nn
-from .baselines import TRM, HRM
-from .srm import SRM
+from .baselines import TRM, HRM, TRMConfig, HRMConfig
+from .recursive import RecursiveConfig, configure
+from .srm import SRM, SRMConfig
 
 # %% auto #0
-__all__ = ['MODELS', 'PAPER_CONFIGS', 'MODEL_NAMES', 'PAPER_TRAINING', 'model_class', 'model_params', 'model_config',
-           'build_model', 'count_parameters', 'puzzle_parameters', 'published_parameter_count']
+__all__ = ['MODELS', 'PAPER_CONFIGS', 'MODEL_NAMES', 'PAPER_TRAINING', 'model_class', 'paper_config', 'model_params',
+           'model_config', 'build_model', 'count_parameters', 'puzzle_parameters', 'published_parameter_count']
 
 # %% ../nbs/03a_models.ipynb #53164564
-_SUDOKU = dict(vocab_size=11, seq_len=81, hidden=512)
-_TRM = dict(_SUDOKU, n_prefix=16, cycles=3, l_steps=6, layers=2, expansion=4.0, q_continue=False)
-
 MODELS = {'srm': SRM, 'trm-mlp': TRM, 'trm-att': TRM, 'hrm': HRM}
-PAPER_CONFIGS = {
-    'srm':     dict(_SUDOKU),
-    'trm-mlp': dict(_TRM, mlp_t=True, pos='none'),
-    'trm-att': dict(_TRM, mlp_t=False, pos='rope', n_heads=8),
-    'hrm':     dict(_SUDOKU, n_prefix=1, cycles=2, l_steps=2, h_layers=4, l_layers=4, pos='rope', n_heads=8,
-                    expansion=4.0, q_continue=True),
-}
+PAPER_CONFIGS = {'srm': SRMConfig(), 'trm-mlp': TRMConfig(mlp_t=True, pos='none'), 'trm-att': TRMConfig(mlp_t=False, pos='rope'),
+                 'hrm': HRMConfig()}
 MODEL_NAMES = tuple(MODELS)
 
 # %% ../nbs/03a_models.ipynb #da0eca6a
@@ -39,29 +32,22 @@ def model_class(name:str) -> type:
     if name not in MODELS: raise ValueError(f"name: expected one of {list(MODEL_NAMES)}, got {name!r}")
     return MODELS[name]
 
-def _signature_defaults(cls) -> dict:
-    "Keyword parameters of `cls.__init__` → default (`inspect.Parameter.empty` where there is none)."
-    return {p.name: p.default for p in inspect.signature(cls.__init__).parameters.values()
-            if p.name != 'self' and p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+def paper_config(name:str, **overrides) -> RecursiveConfig:
+    "The published Sudoku configuration of model `name`, with `overrides` (fields of its config) applied and checked."
+    model_class(name)                                  # an unknown name: the error lists the known ones
+    return configure(type(PAPER_CONFIGS[name]), PAPER_CONFIGS[name], **overrides)
 
 def model_params(name:str) -> set:
-    "Names of the keyword arguments `build_model(name, ...)` accepts."
-    return set(_signature_defaults(model_class(name)))
+    "Names of the keyword arguments `build_model(name, ...)` accepts: the fields of the model's config."
+    return {f.name for f in fields(paper_config(name))}
 
 def model_config(name:str, **overrides) -> dict:
-    "Every constructor argument of model `name`: the paper's Sudoku configuration, updated by `overrides`."
-    defaults = _signature_defaults(model_class(name))
-    unknown = sorted(set(overrides) - set(defaults))
-    if unknown:
-        raise ValueError(f"overrides: {unknown} not accepted by model {name!r}; valid options: {sorted(defaults)}")
-    cfg = {**defaults, **PAPER_CONFIGS[name], **overrides}
-    missing = sorted(k for k, v in cfg.items() if v is inspect.Parameter.empty)
-    if missing: raise ValueError(f"overrides: model {name!r} needs a value for {missing}")
-    return cfg
+    "Every setting of model `name` as a dict: the paper's Sudoku configuration, updated by `overrides`."
+    return asdict(paper_config(name, **overrides))
 
 def build_model(name:str, **overrides) -> nn.Module:
     "Model `name` (one of `MODEL_NAMES`) in its published Sudoku configuration, with `overrides` applied."
-    return model_class(name)(**model_config(name, **overrides))
+    return model_class(name)(paper_config(name, **overrides))
 
 def count_parameters(model:nn.Module, puzzle_table:bool=False) -> int:
     "Parameters as TRM/HRM count them: all of them except the puzzle-embedding table (unless `puzzle_table=True`)."

@@ -5,15 +5,73 @@
 # %% ../nbs/01a_recursive.ipynb #c87480fc
 from __future__ import annotations
 import math
-from dataclasses import dataclass
-from typing import Optional
+from dataclasses import dataclass, fields, replace
+from typing import Callable, Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
+from .utils import check_int
 
 # %% auto #0
-__all__ = ['trunc_normal_', 'lecun_linear', 'PuzzleEmbedding', 'log_stablemax', 'stablemax_cross_entropy', 'SegmentOutput',
-           'RecursiveModel', 'segment_loss', 'halt_mask', 'rollout']
+__all__ = ['POSITIONS', 'check_choice', 'check_bool', 'check_number', 'RecursiveConfig', 'configure', 'trunc_normal_',
+           'lecun_linear', 'PuzzleEmbedding', 'log_stablemax', 'stablemax_cross_entropy', 'SegmentOutput', 'run_steps',
+           'RecursiveModel', 'segment_loss', 'halt_mask', 'rollout', 'FixedPointIteration', 'fixed_point_iteration']
+
+# %% ../nbs/01a_recursive.ipynb #407141c8
+POSITIONS = ('none', 'learned', 'rope')
+
+def check_choice(name:str, value, choices):
+    "`value` if it is one of `choices`; else a ValueError naming `name` and the choices."
+    if value not in choices: raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    return value
+
+def check_bool(name:str, value) -> bool:
+    "`value` if it is True or False; else a ValueError naming `name`."
+    if not isinstance(value, bool): raise ValueError(f"{name} must be True or False, got {value!r}")
+    return value
+
+def check_number(name:str, value, lo=None, hi=None, lo_open:bool=False, hi_open:bool=False):
+    "`value` if it is a number in the interval from `lo` to `hi` (open or closed ends, no limit where None); else a ValueError."
+    ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
+          and (lo is None or (value > lo if lo_open else value >= lo)) and (hi is None or (value < hi if hi_open else value <= hi)))
+    if ok: return value
+    if hi is None: allowed = f"be {'>' if lo_open else '>='} {lo}"
+    elif lo_open and hi_open: allowed = f"lie in the open interval ({lo}, {hi})"
+    else: allowed = f"lie in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
+    raise ValueError(f"{name} must {allowed}, got {value!r}")
+
+@dataclass(frozen=True, kw_only=True)
+class RecursiveConfig:
+    "Settings every recursive model has; each model's config extends it. Checked when made."
+    vocab_size: int = 11       # token values (Sudoku: padding, blank, 9 digits)
+    seq_len: int = 81          # puzzle cells
+    hidden: int = 512          # width D of the state and of the embedded input
+    n_prefix: int = 16         # puzzle-embedding positions in front of the cells
+    cycles: int = 3            # cycles per deep-supervision segment
+    pos: str = 'none'          # positional encoding: 'none', 'learned' (a table) or 'rope' (inside attention)
+    halt: bool = True          # the halting head
+    q_continue: bool = False   # HRM's Q-learning continue logit (needs the halting head)
+
+    def __post_init__(self):
+        for name in ('vocab_size', 'seq_len', 'hidden', 'cycles'): check_int(name, getattr(self, name))
+        check_int('n_prefix', self.n_prefix, 0)
+        check_choice('pos', self.pos, POSITIONS)
+        check_bool('halt', self.halt); check_bool('q_continue', self.q_continue)
+        if self.q_continue and not self.halt: raise ValueError("q_continue=True needs the halting head (halt=True), got halt=False")
+
+    @property
+    def length(self) -> int:
+        "Positions of the state: prefix + cells."
+        return self.n_prefix + self.seq_len
+
+def configure(cls:type, config=None, **overrides):
+    "`config` (default `cls()`), which must be a `cls`, with `overrides` applied — a new, checked configuration."
+    if config is None: config = cls()
+    if not isinstance(config, cls): raise TypeError(f"config: expected a {cls.__name__}, got {type(config).__name__}")
+    valid = sorted(f.name for f in fields(config))
+    unknown = sorted(set(overrides) - set(valid))
+    if unknown: raise ValueError(f"{unknown} not accepted by {type(config).__name__}; valid options: {valid}")
+    return replace(config, **overrides) if overrides else config
 
 # %% ../nbs/01a_recursive.ipynb #82e83243
 def _truncated_std(lower:float, upper:float) -> float:
@@ -49,9 +107,8 @@ class PuzzleEmbedding(nn.Module):
     def __init__(self, vocab_size:int, seq_len:int, hidden:int, n_prefix:int=16, pos:str='none', n_puzzle_ids:int=1):
         super().__init__()
         for name, v in dict(vocab_size=vocab_size, seq_len=seq_len, hidden=hidden, n_puzzle_ids=n_puzzle_ids).items():
-            if v < 1: raise ValueError(f"PuzzleEmbedding: {name} must be >= 1, got {v}")
-        if n_prefix < 0: raise ValueError(f"PuzzleEmbedding: n_prefix must be >= 0, got {n_prefix}")
-        if pos not in ('none', 'learned', 'rope'): raise ValueError(f"PuzzleEmbedding: pos must be 'none', 'learned' or 'rope', got {pos!r}")
+            check_int(name, v)
+        check_int('n_prefix', n_prefix, 0); check_choice('pos', pos, POSITIONS)
         self.vocab_size, self.seq_len, self.hidden, self.n_prefix, self.pos = vocab_size, seq_len, hidden, n_prefix, pos
         self.scale = math.sqrt(hidden)
         self.tokens = nn.Embedding(vocab_size, hidden)
@@ -104,21 +161,24 @@ class SegmentOutput:
     q: torch.Tensor                     # (B, 2): [q_halt, q_continue] logits
     q_continue_target: Optional[torch.Tensor] = None   # (B,) bootstrapped Q-continue target (HRM-style), if any
 
+def run_steps(steps:list[Callable], s):
+    "Apply the sub-steps `steps` to the state `s` in order."
+    for step in steps: s = step(s)
+    return s
+
 class RecursiveModel(nn.Module):
-    "Base of every recursive model: embedding, init state, readout, halting head, segments. Subclasses define `cycle`."
-    def __init__(self, vocab_size:int=11, seq_len:int=81, hidden:int=512, n_prefix:int=16, cycles:int=3,
-                 pos:str='none', halt:bool=True, q_continue:bool=False):
+    "Base of every recursive model: embedding, init state, readout, halting head, segments. Subclasses define `steps`."
+    def __init__(self, config:RecursiveConfig|None=None, **overrides):
         super().__init__()
-        if cycles < 1: raise ValueError(f"cycles must be >= 1, got {cycles}")
-        if q_continue and not halt: raise ValueError("q_continue=True needs the halting head (halt=True), got halt=False")
-        self.vocab_size, self.seq_len, self.hidden, self.n_prefix, self.cycles = vocab_size, seq_len, hidden, n_prefix, cycles
-        self.q_continue = q_continue
-        self.embed = PuzzleEmbedding(vocab_size, seq_len, hidden, n_prefix, pos)
-        self.head = lecun_linear(hidden, vocab_size)
-        self.q_head = nn.Linear(hidden, 2) if halt else None
-        if halt:
+        self.config = c = configure(RecursiveConfig, config, **overrides)
+        self.vocab_size, self.seq_len, self.hidden, self.n_prefix, self.cycles = c.vocab_size, c.seq_len, c.hidden, c.n_prefix, c.cycles
+        self.q_continue = c.q_continue
+        self.embed = PuzzleEmbedding(c.vocab_size, c.seq_len, c.hidden, n_prefix=c.n_prefix, pos=c.pos)
+        self.head = lecun_linear(c.hidden, c.vocab_size)
+        self.q_head = nn.Linear(c.hidden, 2) if c.halt else None
+        if c.halt:
             nn.init.zeros_(self.q_head.weight); nn.init.constant_(self.q_head.bias, -5.0)
-        self.register_buffer('z0', trunc_normal_(torch.empty(2, hidden), std=1.0))   # TRM's fixed random H_init / L_init
+        self.register_buffer('z0', trunc_normal_(torch.empty(2, c.hidden), std=1.0))   # TRM's fixed random H_init / L_init
 
     @property
     def length(self) -> int: return self.embed.length
@@ -136,15 +196,33 @@ class RecursiveModel(nn.Module):
         "Replace the state of the examples where `mask` (B,) is True by the initial state."
         return torch.where(mask[:, None, None, None], self.init_state(len(z), z.device, z.dtype), z)
 
+    def steps(self, x) -> list[Callable]:
+        "The sub-steps of one cycle on input x, in order: pure functions state → state."
+        raise NotImplementedError(f"{type(self).__name__} must define steps(x)")
+
+    def encode(self, z):
+        "The carry z (B, 2, L, D) as the state the sub-steps act on (z itself here)."
+        return z
+
+    def decode(self, s):
+        "The sub-steps' state back as a carry z (B, 2, L, D)."
+        return s
+
+    def grad_steps(self, n:int) -> int:
+        "How many trailing sub-steps of a segment carry gradient, with `n` sub-steps per cycle: the last cycle (TRM)."
+        return n
+
     def cycle(self, z, x):
-        "One unit of recursion z → z with input x fixed. Pure: no detach, no no_grad."
-        raise NotImplementedError(f"{type(self).__name__} must define cycle(z, x)")
+        "One unit of recursion z → z with input x fixed: the sub-steps of `steps(x)` once. Pure: no detach, no no_grad."
+        return self.decode(run_steps(self.steps(x), self.encode(z)))
 
     def segment(self, z, x):
-        "One deep-supervision segment: `cycles-1` cycles without gradient, then one with (TRM's last-cycle backprop)."
-        with torch.no_grad():
-            for _ in range(self.cycles - 1): z = self.cycle(z, x)
-        return self.cycle(z, x)
+        "One deep-supervision segment: `cycles` cycles' sub-steps, all but the last `grad_steps` of them without gradient."
+        steps = self.steps(x)
+        k = check_int('grad_steps', self.grad_steps(len(steps)), 1, len(steps) * self.cycles)
+        steps, s = steps * self.cycles, self.encode(z)
+        with torch.no_grad(): s = run_steps(steps[:-k], s)
+        return self.decode(run_steps(steps[-k:], s))
 
     def readout(self, z):
         "Answer logits (B, seq_len, vocab) from h, puzzle prefix dropped."
@@ -236,3 +314,33 @@ def rollout(model:RecursiveModel, tokens, n_segments:int, puzzle_ids=None):
         z = out.z
         preds.append(out.logits.argmax(-1))
     return torch.stack(preds), z
+
+# %% ../nbs/01a_recursive.ipynb #0193cd29
+@dataclass
+class FixedPointIteration:
+    "What `fixed_point_iteration` returns."
+    state: torch.Tensor                  # the last iterate s_n
+    residual: torch.Tensor               # (B, n) ‖s_{t+1} − s_t‖ per example, t = 0 … n−1
+    states: Optional[list] = None        # [s_0, …, s_n] with keep_states=True
+
+    @property
+    def n_iter(self) -> int: return self.residual.shape[1]
+
+@torch.no_grad()
+def fixed_point_iteration(f:Callable, s, max_iter:int, tol:Optional[float]=None, min_iter:int=0, weights=None,
+                          keep_states:bool=False) -> FixedPointIteration:
+    """Iterate s ← f(s) on a batch s (B, ...) without gradient, at most `max_iter` times; with `tol`, stop (after at
+    least `min_iter` steps) once every example's relative residual ‖f(s) − s‖/‖f(s)‖ is ≤ tol. Norms are per example,
+    weighted by `weights` (per-component weights of the squared norm) if given."""
+    check_int('max_iter', max_iter, 0); check_int('min_iter', min_iter, 0)
+    if tol is not None: check_number('tol', tol, 0, lo_open=True)
+    sw = None if weights is None else torch.as_tensor(weights).to(device=s.device, dtype=s.dtype).sqrt()
+    norm = lambda v: (v if sw is None else v * sw).flatten(1).norm(dim=1)
+    residual, states = [], [s] if keep_states else None
+    for t in range(1, max_iter + 1):
+        new = f(s)
+        r = norm(new - s)
+        residual.append(r); s = new
+        if keep_states: states.append(s)
+        if tol is not None and t >= min_iter and (r / norm(s).clamp_min(1e-12)).max() <= tol: break
+    return FixedPointIteration(s, torch.stack(residual, 1) if residual else s.new_zeros(len(s), 0), states)

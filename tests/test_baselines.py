@@ -1,9 +1,9 @@
 """TRM / HRM baselines and `build_model`: published sizes, shapes, gradient schedules, halting, probing, training."""
-import inspect
+import dataclasses
 import pytest
 import torch
 from srm_nb.baselines import TRM, HRM, Baseline, lecun_linear
-from srm_nb.models import (MODEL_NAMES, MODELS, build_model, model_config, model_params, count_parameters,
+from srm_nb.models import (MODEL_NAMES, PAPER_CONFIGS, build_model, model_config, model_params, count_parameters,
                            published_parameter_count)
 from srm_nb.recursive import RecursiveModel, segment_loss
 
@@ -212,7 +212,8 @@ def test_build_model_names_and_errors():
     with pytest.raises(ValueError, match="valid options"): build_model('trm-att', h_layers=2)
     with pytest.raises(ValueError, match="'rope'"): build_model('trm-mlp', pos='rope')
     assert model_params('trm-mlp') == model_params('trm-att') and 'h_layers' in model_params('hrm')
-    assert all(model_params(n) == set(inspect.signature(MODELS[n]).parameters) for n in MODEL_NAMES)
+    assert all(model_params(n) == {f.name for f in dataclasses.fields(PAPER_CONFIGS[n])} for n in MODEL_NAMES)
+    assert all(build_model(n, **SMALL[n]).config == dataclasses.replace(PAPER_CONFIGS[n], **SMALL[n]) for n in BASELINES)
 
 
 def test_model_config_is_complete_and_papers_defaults():

@@ -8,8 +8,8 @@ note's row-sum gain under the same adversary — must break the bound the note c
 import math
 import pytest
 import torch
-from srm_nb.srm import SRM, SRMCell, step_jacobian, fixed_point_solve
-from srm_nb.recursive import segment_loss
+from srm_nb.srm import SRM, SRMCell, SRMConfig, step_jacobian
+from srm_nb.recursive import fixed_point_iteration, segment_loss
 
 torch.set_num_threads(1)
 DT = torch.float64
@@ -52,7 +52,7 @@ def ascend_cell(cell, steps=150, lr=0.05, seed=0):
 @pytest.mark.parametrize('alpha,eta,floor', [(1.0, 1.0, 0.0), (0.5, 4.0, 0.2), (0.9, 0.25, 1.0)])
 def test_step_bound_random_scaled_tiny(layer, alpha, eta, floor):
     for scale in (1, 10, 100):
-        cell = randomise(SRMCell(D, S, kappa=0.9, alpha=alpha, eta=eta, layer=layer, floor=floor).to(DT), scale, seed=scale)
+        cell = randomise(SRMCell(hidden=D, seq_len=S, kappa=0.9, alpha=alpha, eta=eta, layer=layer, floor=floor).to(DT), scale, seed=scale)
         K = cell.certified_lipschitz()
         assert math.isfinite(K) and K <= target(alpha, 0.9) * (1 + 1e-12)
         g = torch.Generator().manual_seed(scale)
@@ -67,7 +67,7 @@ def test_step_bound_random_scaled_tiny(layer, alpha, eta, floor):
 @pytest.mark.parametrize('layer', CERTIFIED)
 @pytest.mark.parametrize('alpha,learn_kappa', [(1.0, False), (0.6, True)])
 def test_step_bound_adversarial(layer, alpha, learn_kappa):
-    cell = SRMCell(D, S, kappa=0.9, alpha=alpha, eta=2.0, layer=layer, learn_kappa=learn_kappa).to(DT)
+    cell = SRMCell(hidden=D, seq_len=S, kappa=0.9, alpha=alpha, eta=2.0, layer=layer, learn_kappa=learn_kappa).to(DT)
     trace, a, x = ascend_cell(cell)
     for ratio, K in trace: assert ratio <= K * (1 + 1e-9), (ratio, K)
     best = max(r for r, _ in trace)
@@ -80,7 +80,7 @@ def test_step_bound_adversarial(layer, alpha, learn_kappa):
 def test_rowsum_gain_fails_the_same_test():
     "The original note's gain under the same adversary exceeds the bound the note claimed (and is not a contraction)."
     alpha, kappa = 1.0, 0.9
-    cell = SRMCell(D, S, kappa=kappa, alpha=alpha, layer='aol', gain='rowsum').to(DT)
+    cell = SRMCell(hidden=D, seq_len=S, kappa=kappa, alpha=alpha, layer='aol', gain='rowsum').to(DT)
     claimed = (1 - alpha) + alpha * cell.gain.claimed_bound * cell.psi.lipschitz_bound()
     trace, a, x = ascend_cell(cell, steps=300, lr=0.1)
     best = max(r for r, _ in trace)
@@ -91,7 +91,7 @@ def test_rowsum_gain_fails_the_same_test():
 
 def test_uncertified_layers_report_inf():
     for layer in ('plain', 'spectral'):
-        assert SRMCell(D, S, layer=layer).certified_lipschitz() == math.inf
+        assert SRMCell(hidden=D, seq_len=S, layer=layer).certified_lipschitz() == math.inf
         for kw in (dict(), dict(schedule='hierarchical', n_l=2)):
             assert SRM(vocab_size=5, seq_len=S, hidden=D, n_prefix=1, layer=layer, **kw).certified_lipschitz() == math.inf
 
@@ -163,7 +163,7 @@ def test_fixed_point_converges_at_certified_rate(kw):
     x = m.embed_input(tok)
     w = m.norm_weights().to(DT).sqrt().view(1, 2, 1, 1)
     f = lambda z: m.cycle(z, x)
-    z_star, _ = fixed_point_solve(f, m.init_state(3, dtype=DT), tol=1e-15, max_iter=5000)
+    z_star = fixed_point_iteration(f, m.init_state(3, dtype=DT), max_iter=5000, tol=1e-15).state
     pnorm = lambda z: (z * w).flatten(1).norm(dim=1)
     z = 5 * torch.randn(3, 2, S, D, dtype=DT, generator=torch.Generator().manual_seed(3))
     e0 = pnorm(z - z_star)
@@ -202,6 +202,19 @@ def test_implicit_gradient_matches_unrolled_backprop(kw):
                                       (dict(alpha=0.0), ('alpha', '(0, 1]')), (dict(alpha=1.01), ('alpha',)),
                                       (dict(eta=0.0), ('eta', '> 0')), (dict(sigma=-1e-3), ('sigma', '>= 0'))])
 def test_bad_hyperparameters(kw, words):
-    for make in (lambda: SRMCell(D, S, **kw), lambda: SRM(vocab_size=5, seq_len=S - 1, hidden=D, n_prefix=1, **kw)):
+    for make in (lambda: SRMCell(hidden=D, seq_len=S, **kw), lambda: SRM(vocab_size=5, seq_len=S - 1, hidden=D, n_prefix=1, **kw)):
         with pytest.raises(ValueError) as e: make()
         assert all(w in str(e.value) for w in words), str(e.value)
+
+
+def test_config_is_checked_before_anything_is_built():
+    "The config refuses a bad value itself, with the same message as the model; a cell reads the model's config."
+    with pytest.raises(ValueError, match=r"kappa must lie in the open interval \(0.0, 1.0\), got 1.0"): SRMConfig(kappa=1.0)
+    with pytest.raises(ValueError, match=r"grad_cycles \(at most cycles=4\)"): SRMConfig(cycles=4, grad_cycles=5)
+    with pytest.raises(ValueError, match=r"\['kapa'\] not accepted by SRMConfig; valid options"): SRM(kapa=0.5)
+    with pytest.raises(ValueError, match="not settings of the cell"): SRMCell(hidden=D, seq_len=S, schedule='joint')
+    cfg = SRMConfig(vocab_size=5, seq_len=S - 1, hidden=D, n_prefix=1, schedule='hierarchical', n_l=2)
+    m = SRM(cfg, alpha=0.5)
+    assert m.config == SRMConfig(vocab_size=5, seq_len=S - 1, hidden=D, n_prefix=1, schedule='hierarchical', n_l=2,
+                                 alpha=0.5, cycles=3, grad_cycles=1)
+    assert m.cell.config is m.config and m.cell.seq_len == S and SRMCell(hidden=D, seq_len=S).seq_len == S
