@@ -13,7 +13,6 @@ import torch
 from torch.func import jvp, vjp, vmap
 from torch.nn.attention import SDPBackend, sdpa_kernel
 from tqdm.auto import tqdm
-import plotly.graph_objects as go
 from .lipschitz import check_int
 from .recursive import fixed_point_iteration
 
@@ -310,12 +309,13 @@ def _hline(fig, y, name, dash):
     if y is not None:
         fig.add_hline(y=y, line_dash=dash, line_color='black', annotation_text=name, annotation_position='top right')
 
-def plot_spectrum(lambdas, certified:Optional[float]=None, max_lines:int=50, title:str='Lyapunov spectrum') -> go.Figure:
+def plot_spectrum(lambdas, certified:Optional[float]=None, max_lines:int=50, title:str='Lyapunov spectrum'):
     "λ_i vs i for `lambdas` (B, k): median over examples, 10–90 % band, faint per-example lines; `log certified` as a line."
     lam = torch.as_tensor(lambdas).double().cpu()
     if lam.dim() != 2: raise ValueError(f"lambdas: expected shape (batch, k), got {tuple(lam.shape)}")
     i = list(range(1, lam.shape[1] + 1))
     q = torch.quantile(lam, torch.tensor([0.1, 0.5, 0.9], dtype=torch.float64), dim=0)
+    import plotly.graph_objects as go    # plotting only: the probes need no plotly
     fig = go.Figure()
     for row in lam[:max_lines]:
         fig.add_scatter(x=i, y=row.tolist(), mode='lines', line=dict(width=0.5, color='rgba(31,119,180,0.25)'),
@@ -326,12 +326,13 @@ def plot_spectrum(lambdas, certified:Optional[float]=None, max_lines:int=50, tit
     _hline(fig, _log_or_none(certified), 'log K (certified)', 'dash')
     return fig.update_layout(title=title, xaxis_title='index i', yaxis_title='λ_i (per cycle)')
 
-def plot_lambda_history(records, title:str='Lyapunov exponents during training') -> go.Figure:
+def plot_lambda_history(records, title:str='Lyapunov exponents during training'):
     "λ₁…λ_k vs training step beside log K (certified and empirical), from dicts with `step`, `lambda`, `certified`, `empirical`."
     recs = sorted((r for r in records if r.get('lambda') is not None), key=lambda r: r['step'])
     if not recs: raise ValueError("records: expected at least one dict with 'step' and 'lambda', got none")
     steps = [r['step'] for r in recs]
     lams = [list(r['lambda']) if isinstance(r['lambda'], (list, tuple)) else [r['lambda']] for r in recs]
+    import plotly.graph_objects as go    # plotting only: the probes need no plotly
     fig = go.Figure()
     for i in range(max(map(len, lams))):
         fig.add_scatter(x=steps, y=[l[i] if i < len(l) else None for l in lams], mode='lines+markers', name=f'λ{i + 1}',
@@ -342,22 +343,24 @@ def plot_lambda_history(records, title:str='Lyapunov exponents during training')
             fig.add_scatter(x=steps, y=y, mode='lines', name=f'log K ({key})', line=dict(color='black', dash=dash))
     return fig.update_layout(title=title, xaxis_title='training step', yaxis_title='rate per cycle')
 
-def plot_lambda1_hist(lambda1, solved, nbins:int=30, title:str='λ₁ per example') -> go.Figure:
+def plot_lambda1_hist(lambda1, solved, nbins:int=30, title:str='λ₁ per example'):
     "Histogram of per-example λ₁ (B,), split by `solved` (B,) bool."
     lam, ok = torch.as_tensor(lambda1).double().cpu().flatten(), torch.as_tensor(solved).bool().cpu().flatten()
     if lam.shape != ok.shape: raise ValueError(f"solved: expected {tuple(lam.shape)} flags, got {tuple(ok.shape)}")
+    import plotly.graph_objects as go    # plotting only: the probes need no plotly
     fig = go.Figure()
     for mask, name in [(ok, f'solved ({int(ok.sum())})'), (~ok, f'unsolved ({int((~ok).sum())})')]:
         fig.add_histogram(x=lam[mask].tolist(), name=name, opacity=0.6, nbinsx=nbins)
     return fig.update_layout(barmode='overlay', title=title, xaxis_title='λ₁ (per cycle)', yaxis_title='examples')
 
 def plot_residuals(residual, lambda1:Optional[float]=None, certified:Optional[float]=None, max_lines:int=50,
-                   title:str='Fixed-point residual') -> go.Figure:
+                   title:str='Fixed-point residual'):
     "‖s_{t+1} − s_t‖ (B, T) vs t on a log axis: per-example lines, median, and the rates e^{λ₁ t} and K^t from the median r₀."
     r = torch.as_tensor(residual).double().cpu()
     if r.dim() != 2: raise ValueError(f"residual: expected shape (batch, T), got {tuple(r.shape)}")
     t = list(range(r.shape[1]))
     med = r.median(0).values
+    import plotly.graph_objects as go    # plotting only: the probes need no plotly
     fig = go.Figure()
     for row in r[:max_lines]:
         fig.add_scatter(x=t, y=row.tolist(), mode='lines', line=dict(width=0.5, color='rgba(31,119,180,0.3)'),

@@ -1,8 +1,8 @@
-"""Tests of srm_nb.data that are too slow or too cross-cutting for the notebook (nbs/04_data.ipynb).
+"""Tests of srm_nb.data that are too slow or too cross-cutting for its notebooks (nbs/04_data.ipynb, nbs/04a-04d).
 
 Validity and uniqueness are checked with a second, deliberately simple solver written here in pure Python
 (plain backtracking on the most constrained cell), independent of the numba solver under test."""
-import csv, itertools, json, math
+import csv, hashlib, itertools, json, math
 from pathlib import Path
 from collections import deque
 import numpy as np
@@ -10,6 +10,8 @@ import pytest
 import torch
 
 from srm_nb import data as D
+from srm_nb.data import tasks as T      # where build_sudoku_benchmark and the sudoku-csv build look names up
+from srm_nb.utils import subseed
 
 # ---------------------------------------------------------------- a second, simple solver (pure Python)
 def units_of(box):
@@ -194,14 +196,14 @@ def test_disjointness_detects_an_injected_symmetric_copy(minimal, hard):
 
 def test_benchmark_builder_drops_injected_copies(monkeypatch, tmp_path):
     real = D.generate_sudoku
-    train = real(20, seed=D._subseed(0, 'train'), n_blanks=(20, 30))
+    train = real(20, seed=subseed(0, 'train'), n_blanks=(20, 30))
     def fake(n, seed=0, min_rating=0, n_blanks=None, **kw):
         q, a, r = real(n, seed, min_rating, n_blanks, **kw)
-        if seed == D._subseed(0, 'test', 0):                 # first test round: plant a disguised training puzzle
+        if seed == subseed(0, 'test', 0):                    # first test round: plant a disguised training puzzle
             q[0], a[0] = D.augment_sudoku(train[0][:1], train[1][:1], D.random_keys(1, 1, [0], D.n_symmetry_keys()))
             r[0] = D.rate_sudoku(q[:1])[0]
         return q, a, r
-    monkeypatch.setattr(D, 'generate_sudoku', fake)
+    monkeypatch.setattr(T, 'generate_sudoku', fake)
     splits, info = D.build_sudoku_benchmark(20, 10, seed=0, n_blanks=(20, 30), progress=False)
     assert info['dropped_symmetric_duplicates'] == 1 and len(splits['test']['questions']) == 10
     ht = D.sudoku_symmetry_hash(splits['train']['questions'])
@@ -323,7 +325,7 @@ def test_sudoku_csv_task_says_what_belongs_where(tmp_path, minimal, monkeypatch)
         (tmp_path / 'empty').mkdir(); D.get_task('sudoku-csv', data_dir=tmp_path, path=tmp_path / 'empty')
     (d / 'test.csv').write_text('puzzle,solution\n' + 'x,y\n')                                 # wrong header: fails before reading train.csv
     def long_work(*a): raise AssertionError('the build started')
-    monkeypatch.setattr(D, '_sudoku_csv_build', long_work)
+    monkeypatch.setattr(T, '_sudoku_csv_build', long_work)
     with pytest.raises(ValueError, match='test.csv, line 1: expected a header naming the columns question and answer'):
         D.get_task('sudoku-csv', data_dir=tmp_path / 'data', path=d)
 
@@ -350,6 +352,18 @@ def test_get_task_errors_and_cache(tmp_path):
     assert t2.meta['created'] == m['created']                                 # reused, not rebuilt
     t3 = D.get_task('sudoku-extreme', data_dir=tmp_path, n_train=8, n_test=8, min_rating=3)
     assert t3.meta['params']['min_rating'] == 3 and (t3.test.inputs >= 0).all()
+
+def test_outputs_for_a_seed_never_change():
+    "Pinned digests: a change here changes every benchmark built from a seed, and the caches under data/ would no longer be found."
+    def digest(*xs): return hashlib.blake2b(b''.join(np.ascontiguousarray(x).tobytes() for x in xs), digest_size=8).hexdigest()
+    q = D.generate_sudoku(16, seed=1)
+    assert digest(*q) == 'ec8c10371e940521' and digest(D.sudoku_symmetry_hash(q[0])) == '1da0f27c0abe357e'
+    assert digest(*D.generate_sudoku(4, seed=1, min_rating=3)) == '3890ee41f27ce797'
+    assert digest(*D.generate_sudoku(2, seed=7, search_moves=100)) == 'c21ed7f236dfc147'
+    assert digest(D.random_keys(3, 5, np.arange(8), D.n_symmetry_keys())) == 'ea7630e00add9adf'
+    assert digest(*D.generate_sudoku4(50, seed=3)) == '7b9e5571284b50c4' and digest(*D.generate_maze(2, seed=2)) == '18efe76689bd2e95'
+    easy = dict(n_train=10_000, n_test=1_000, n_blanks=[8, 16], seed=0)                   # get_task('sudoku-easy')'s defaults
+    assert D.build_dir('data', 'sudoku-easy', easy) == Path('data/sudoku-easy/f6df139ab30f')
 
 # ---------------------------------------------------------------- maze
 def bfs(grid, start):
