@@ -104,11 +104,10 @@ def run_figures(out_dir) -> dict:
     return figs
 
 def save_figures(figs:dict, out_dir) -> list[Path]:
-    "Write each figure to `out_dir/<name>.html` (plotly.js from its CDN)."
+    "Write each figure to `out_dir/<name>.html`, opening offline (`srm_nb.bench.write_figure`: plotly.js from `assets/`)."
+    from srm_nb.bench import write_figure
     out_dir = resolve_path(out_dir)
-    paths = [out_dir / f'{name}.html' for name in figs]
-    for p, f in zip(paths, figs.values()): f.write_html(p, include_plotlyjs='cdn')
-    return paths
+    return [p for name, f in figs.items() for p in write_figure(f, out_dir / f'{name}.html', png=False)]
 
 # %% ../nbs/05b_runs.ipynb #39f41ada
 def _grid_runs(grid:dict, base:dict, runs_dir) -> list[tuple[str, dict]]:

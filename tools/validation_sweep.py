@@ -19,8 +19,8 @@ BASE = dict(hidden=64, batch_size=16, steps=400, warmup=25, lr=2e-3, ema=0.99, n
             eval_n=32, lyapunov_n=4, ckpt_every=0, eval_csv_n=100, device='cpu')
 SEEDS = [0, 1, 2]
 SRM = dict(cycles=4)
-TRM = dict(cycles=2, model_overrides=dict(l_steps=2, expansion=2.0))
-HRM = dict(cycles=2, model_overrides=dict(l_steps=2, h_layers=1, l_layers=1, expansion=2.0))
+TRM = dict(cycles=2, model_kw=dict(l_steps=2, expansion=2.0))
+HRM = dict(cycles=2, model_kw=dict(l_steps=2, h_layers=1, l_layers=1, expansion=2.0))
 PARTS = {'a': [(dict(model=['srm'], layer=['aol'], kappa=[0.8, 0.9, 0.95], seed=SEEDS), SRM),
                (dict(model=['trm-mlp'], seed=SEEDS), TRM)],
          'b': [(dict(model=['srm'], layer=['sandwich'], kappa=[0.8, 0.9, 0.95], seed=SEEDS), SRM),
