@@ -50,7 +50,7 @@ def test_gate_json_names_two_models_with_finite_numbers(gate):
 
 def test_gate_numbers_are_the_records_numbers(gate, records):
     out, g, _ = gate
-    assert {p.name for p in out.iterdir()} == {'gate.json', 'gate.log', 'step.json', 'step.html', 'records.tar.gz'}
+    assert {p.name for p in out.iterdir()} == {'gate.json', 'gate.log', 'step.json', 'step.html', 'step.png', 'records.tar.gz'}
     assert set(records) == {'srm', 'trm-mlp'}
     for m in g['models']:
         rec = records[m['model']]

@@ -1,7 +1,7 @@
 """The GPU gate: one command that, on one H100/H200, times a training step of SRM and TRM-MLP (nbs/bench_step.ipynb at
 the paper shape, bf16, eager and compiled), trains both for the same wall-clock budget at paper width on the generated
 Sudoku-Extreme-like task, scores each on its held-out puzzles with λ₁, and writes OUT/gate.json (+ OUT/step.json,
-OUT/step.html, OUT/records.tar.gz with each run's params.json, metrics.jsonl, summary.json and eval.json).
+OUT/step.html and OUT/step.png (where plotly is installed), OUT/records.tar.gz with each run's params.json, metrics.jsonl, summary.json and eval.json).
 `--dry-run` does the same at the notebook's tiny shape on the CPU, as CI tests it.
 Run through tools/gpu_gate.sh (which picks the interpreter and the import path); every step that fails exits non-zero."""
 import argparse, json, math, os, tarfile, tempfile, time

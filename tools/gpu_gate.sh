@@ -1,7 +1,7 @@
 #!/usr/bin/env bash
 # The GPU gate in one command (at most 9 minutes on one H100/H200): step time of SRM and TRM-MLP (bf16, eager and
 # compiled), both trained for the same wall-clock budget at paper width on the generated Sudoku-Extreme-like task,
-# scored on held-out puzzles with λ₁; OUT/gate.json, OUT/step.json, OUT/step.html, OUT/records.tar.gz, OUT/gate.log.
+# scored on held-out puzzles with λ₁; OUT/gate.json, OUT/step.json, OUT/step.html + OUT/step.png (where plotly is installed), OUT/records.tar.gz, OUT/gate.log.
 #
 #   tools/gpu_gate.sh [--dry-run] [--out DIR] [--data-dir DIR] [--budget-s S] [--deadline-s S] [--[no-]compile]
 #
