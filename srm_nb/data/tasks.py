@@ -4,7 +4,7 @@
 
 # %% ../../nbs/04d_tasks.ipynb #6bad6be2
 from __future__ import annotations
-import hashlib, inspect, json, os, shutil, time
+import fcntl, hashlib, inspect, json, os, shutil, sys, time, zipfile
 from dataclasses import dataclass, field
 from pathlib import Path
 import numpy as np
@@ -19,6 +19,8 @@ __all__ = ['DATA_VERSION', 'SUDOKU_EXTREME_MIN_RATING', 'TASKS', 'build_dir', 'c
 
 # %% ../../nbs/04d_tasks.ipynb #218b934b
 DATA_VERSION = 1
+_BUILD_LAYOUT = ("<data_dir>/<task>/<key>/ holding manifest.json and one <split>.npz for each split it lists "
+                 "(train.npz, test.npz, …)")
 
 def _stats(x) -> dict:
     x = np.asarray(x, np.float64)
@@ -31,31 +33,92 @@ def build_dir(data_dir, name:str, params:dict) -> Path:
     key = hashlib.blake2b(json.dumps(params, sort_keys=True).encode(), digest_size=6).hexdigest()
     return Path(data_dir) / name / key
 
+def _task_folder(data_dir, name:str) -> Path:
+    "The folder `data_dir/name` of one task's builds, made if absent; an error naming `data_dir` and the layout where it cannot be."
+    folder = Path(data_dir) / name
+    try: folder.mkdir(parents=True, exist_ok=True)
+    except OSError as e:
+        raise type(e)(f"data_dir: cannot make {folder} ({e.strerror}); expected data_dir to be a folder, or a path where one can be "
+                      f"made, that keeps each benchmark as {_BUILD_LAYOUT}") from e
+    return folder
+
 def _load_build(d:Path, params:dict):
-    "The splits and manifest stored in `d`, or None when `d` holds no complete build with these `params`."
+    "The splits and manifest stored in `d`; None when `d` holds no build with these `params`, an error when it holds a damaged one."
     man_path = d / 'manifest.json'
     if not man_path.exists(): return None
-    man = json.loads(man_path.read_text())
-    if man.get('version') != DATA_VERSION or man.get('params') != params: return None
-    return {s: dict(np.load(d / f'{s}.npz')) for s in man['splits']}, {**man, 'dir': str(d)}
+    try:
+        man = json.loads(man_path.read_text())
+        if man.get('version') != DATA_VERSION or man.get('params') != params: return None
+        return {s: dict(np.load(d / f'{s}.npz')) for s in man['splits']}, {**man, 'dir': str(d)}
+    except (OSError, EOFError, ValueError, zipfile.BadZipFile) as e:       # a manifest that is not JSON, a missing or cut .npz
+        kind = FileNotFoundError if isinstance(e, FileNotFoundError) else ValueError
+        raise kind(f"{d}: a damaged build ({type(e).__name__}: {e}); expected {_BUILD_LAYOUT}. A build appears only when it is "
+                   f"complete, so this one was changed afterwards; delete {d} to build it again") from e
+
+def _fsync(path:Path):
+    "Flush the file or folder `path` to disk."
+    fd = os.open(path, os.O_RDONLY)
+    try: os.fsync(fd)
+    finally: os.close(fd)
+
+def _write_build(d:Path, splits:dict, man:dict) -> Path:
+    "Write `splits` (one .npz each) and then `man` (manifest.json) into the folder `.<key>.<pid>.tmp` beside `d`, flushed to disk; that folder."
+    tmp = d.with_name(f'.{d.name}.{os.getpid()}.tmp')
+    tmp.mkdir(exist_ok=True)
+    for s, arrays in splits.items(): np.savez(tmp / f'{s}.npz', **arrays)
+    (tmp / 'manifest.json').write_text(json.dumps(man, indent=1))
+    for f in [*tmp.iterdir(), tmp]: _fsync(f)             # on disk before the rename shows them
+    return tmp
+
+# %% ../../nbs/04d_tasks.ipynb #a3f9d2c4
+def _lock(f, block:bool) -> bool:
+    "Lock the open file `f` for this process alone (`fcntl.flock`); False when another process holds it and `block` is False."
+    try: fcntl.flock(f, fcntl.LOCK_EX | (0 if block else fcntl.LOCK_NB))
+    except BlockingIOError: return False
+    return True
+
+def _hold_lock(f, d:Path) -> bool:
+    "Lock `f`, the lock file of build `d`, waiting (one line on stderr) while another process builds `d`; False where there are no file locks."
+    try:
+        if _lock(f, block=False): return True
+        print(f"cached_build: waiting for another process building the same data into {d} (it holds {f.name})", file=sys.stderr, flush=True)
+        return _lock(f, block=True)
+    except OSError as e:                                  # ENOLCK, ENOSYS: some network file systems
+        print(f"cached_build: no file locks for {f.name} ({e.strerror}); building without one, so a process building the same data "
+              "at the same time repeats the work (the first to finish is kept)", file=sys.stderr, flush=True)
+        return False
+
+def _remove_leftovers(folder:Path, own:str):
+    "Delete the temporary folders `.<key>.<pid>.tmp` in `folder` that no build is writing: key `own`'s (its lock is the caller's) and those whose lock is free."
+    for tmp in folder.glob('.*.tmp'):
+        key = tmp.name.split('.')[1]
+        with open(folder / f'.{key}.lock', 'a') as f:
+            if key == own or _lock(f, block=False):
+                shutil.rmtree(tmp, ignore_errors=True)
+                print(f"cached_build: removed {tmp}, left by a build that was stopped before it finished", file=sys.stderr, flush=True)
 
 def cached_build(data_dir, name:str, params:dict, build) -> tuple[dict, dict]:
-    "Load the build of `name` with `params` from `data_dir`, else run `build() -> ({split: {array name: array}}, info)` and save it."
+    "Load the build of `name` with `params` from `data_dir`, else run `build() -> ({split: {array name: array}}, info)` and save it; one builder at a time."
     params = json.loads(json.dumps(params))
     d = build_dir(data_dir, name, params)
     if (found := _load_build(d, params)) is not None: return found
-    shutil.rmtree(d, ignore_errors=True)                # a build of an older DATA_VERSION, if any
-    t0 = time.time()
-    splits, info = build()
-    tmp = d.with_name(f'.{d.name}.{os.getpid()}.tmp')
-    tmp.mkdir(parents=True, exist_ok=True)
-    for s, arrays in splits.items(): np.savez(tmp / f'{s}.npz', **arrays)
-    man = dict(name=name, version=DATA_VERSION, params=params, splits=list(splits),
-               counts={s: int(len(next(iter(a.values())))) for s, a in splits.items()},
-               build_seconds=round(time.time() - t0, 2), created=time.strftime('%Y-%m-%dT%H:%M:%S%z'), **info)
-    (tmp / 'manifest.json').write_text(json.dumps(man, indent=1))
-    try: tmp.rename(d)                                  # the build appears whole, or not at all
-    except OSError: shutil.rmtree(tmp)                  # another process finished the same build first: keep theirs
+    with open(_task_folder(data_dir, name) / f'.{d.name}.lock', 'a') as lock:
+        locked = _hold_lock(lock, d)
+        if (found := _load_build(d, params)) is not None: return found     # built by the process this one waited for
+        if locked: _remove_leftovers(d.parent, d.name)
+        shutil.rmtree(d, ignore_errors=True)                # a build of an older DATA_VERSION, if any
+        t0 = time.time()
+        splits, info = build()
+        man = dict(name=name, version=DATA_VERSION, params=params, splits=list(splits),
+                   counts={s: int(len(next(iter(a.values())))) for s, a in splits.items()},
+                   build_seconds=round(time.time() - t0, 2), created=time.strftime('%Y-%m-%dT%H:%M:%S%z'), **info)
+        tmp = _write_build(d, splits, man)
+        try: tmp.rename(d)                                  # the build appears whole, or not at all
+        except OSError:                                     # without a lock, another process may have finished the same build first
+            shutil.rmtree(tmp)
+            if (found := _load_build(d, params)) is None: raise
+            return found
+        _fsync(d.parent)
     return splits, {**man, 'dir': str(d)}
 
 # %% ../../nbs/04d_tasks.ipynb #6a2def80
@@ -181,6 +244,11 @@ def _sudoku_csv_files(path) -> dict:
                                 f"to split one CSV file into train and test, pass the file itself). {SUDOKU_CSV_HELP}")
     return files
 
+def _read_csv(f:Path, **kw):
+    "`read_sudoku_csv(f, **kw)`; a file that is not text (a .parquet, a .gz) fails saying what `path` should be."
+    try: return read_sudoku_csv(f, **kw)
+    except UnicodeDecodeError as e: raise ValueError(f"path: {f} is not a text CSV file ({e}); expected {_CSV_LAYOUT}") from e
+
 def _subsample(n_rows:int, n:int|None, seed:int, split:str) -> np.ndarray:
     "Sorted ids of a seeded random `n` of `n_rows` rows (all rows when `n` is None or at least `n_rows`)."
     if n is None or n >= n_rows: return np.arange(n_rows)
@@ -197,7 +265,7 @@ def _csv_split_rows(n_train_rows:int, n_test_rows:int, n_train, n_test, seed:int
 
 def _sudoku_csv_build(files:dict, n_train, n_test, seed:int) -> tuple[dict, dict]:
     "Read the CSV file(s) and keep each split's rows, with their row ids as `rows`."
-    data = {f: read_sudoku_csv(f) for f in dict.fromkeys(files.values())}
+    data = {f: _read_csv(f) for f in dict.fromkeys(files.values())}
     src = dict(train=files['train'], test=files['test'], final_test=files['test'])
     ids = _csv_split_rows(len(data[src['train']][0]), len(data[src['test']][0]), n_train, n_test, seed, files['train'] == files['test'])
     splits = {s: dict(zip(('questions', 'answers', 'ratings'), (x[r] for x in data[src[s]])), rows=r) for s, r in ids.items()}
@@ -212,7 +280,7 @@ def sudoku_csv_task(path=None, data_dir='data', n_train:int|None=1_000, n_test:i
         if n is not None: check_int(name, n)
     if n_train is None and files['train'] == files['test']:
         raise ValueError("n_train=None: with one CSV file every row would be a training row and none a test row; pass n_train")
-    for f in dict.fromkeys(files.values()): read_sudoku_csv(f, max_rows=0)    # a bad header fails now, not after minutes of reading
+    for f in dict.fromkeys(files.values()): _read_csv(f, max_rows=0)    # a bad header fails now, not after minutes of reading
     stamp = {str(f): [f.stat().st_size, int(f.stat().st_mtime)] for f in dict.fromkeys(files.values())}
     params = dict(files=stamp, n_train=n_train, n_test=n_test, seed=seed)
     splits, man = cached_build(data_dir, 'sudoku-csv', params, lambda: _sudoku_csv_build(files, n_train, n_test, seed))
