@@ -4,17 +4,20 @@
 
 # %% ../nbs/05a_evaluate.ipynb #930cdb19
 from __future__ import annotations
-import json
+import argparse, json
 from pathlib import Path
+import numpy as np
 import torch
 from .recursive import rollout
 from .models import build_model
 from .data import read_sudoku_csv, sudoku_dataset
 from .lyapunov import probe_model
-from .runs import resolve_path, load_checkpoint
+from .runs import repo_root, resolve_path, latest_checkpoint
+from .utils import SettingError, run_cli, save_json
 
 # %% auto #0
-__all__ = ['PROBE_DEFAULTS', 'evaluate', 'csv_examples', 'load_run_model']
+__all__ = ['PROBE_DEFAULTS', 'SCORE_KEYS', 'headline', 'evaluate', 'csv_examples', 'load_run_model', 'score_csv', 'score_table',
+           'main']
 
 # %% ../nbs/05a_evaluate.ipynb #08d75b0f
 def _batches(data, batch_size:int):
@@ -41,30 +44,47 @@ def _head(data, n:int):
 # %% ../nbs/05a_evaluate.ipynb #fa721e34
 PROBE_DEFAULTS = dict(k=1)   # λ₁ only: the full spectrum is `srm_nb.lyapunov`'s business
 
+def headline(per_puzzle:dict, mask=None) -> dict:
+    """`n`, `exact_accuracy`, `cell_accuracy` (all cells, clues included) and `blank_accuracy` (blank cells only; None
+    when there are none) of `evaluate`'s per-puzzle results, over the puzzles where `mask` is true (default all)."""
+    pick = (lambda t: t) if mask is None else (lambda t: t[mask])
+    solved, cell, right, blanks = (pick(per_puzzle[k]) for k in ('solved', 'cell_acc', 'blank_right', 'n_blank'))
+    n_blank = int(blanks.sum())
+    return dict(n=len(solved), exact_accuracy=solved.double().mean().item(), cell_accuracy=cell.double().mean().item(),
+                blank_accuracy=int(right.sum()) / n_blank if n_blank else None)
+
 @torch.no_grad()
 def evaluate(model, data, n_segments:int, max_segments:int|None=None, batch_size:int=256, lyapunov_n:int=0,
              device=None, **probe_kw) -> dict:
     """Score `model` on `data` (a `(tokens, targets)` pair, a dataset of pairs, or a loader of batches): exact and cell
-    accuracy after `n_segments` segments and after each of 1…`max_segments`; λ₁ and fixed-point residuals by cycle on
-    the first `lyapunov_n` puzzles (`probe_kw` go to `probe_model`); the certified Lipschitz bound."""
+    accuracy after `n_segments` segments and after each of 1…`max_segments`, and accuracy on the blank cells alone
+    (the cells whose answer the input does not show: `tokens != targets`); per puzzle, whether it is solved and its
+    counts of cells; λ₁ and fixed-point residuals by cycle on the first `lyapunov_n` puzzles (`probe_kw` go to
+    `probe_model`); the certified Lipschitz bound."""
     max_segments = max_segments or n_segments
     if n_segments < 1 or max_segments < n_segments:
         raise ValueError(f"evaluate: need 1 <= n_segments <= max_segments, got {n_segments}, {max_segments}")
     was_training, model = model.training, model.eval()
     device = device or next(model.parameters()).device
-    exact_by_seg, cell_by_seg, solved, cell_acc, n = 0, 0, [], [], 0
+    by_seg, per_puzzle, n = dict(exact=0, cell=0, blank=0), dict(solved=[], cell_acc=[], blank_right=[], n_blank=[]), 0
     for tokens, targets in _batches(data, batch_size):
         tokens, targets = tokens.to(device), targets.to(device)
         right = rollout(model, tokens, max_segments)[0] == targets          # (segments, B, S)
-        exact_by_seg = exact_by_seg + right.all(-1).sum(1).double()
-        cell_by_seg = cell_by_seg + right.double().mean(-1).sum(1)
-        solved.append(right[n_segments - 1].all(-1).cpu()); cell_acc.append(right[n_segments - 1].double().mean(-1).cpu())
+        blank = tokens != targets
+        by_seg['exact'] = by_seg['exact'] + right.all(-1).sum(1).double()
+        by_seg['cell'] = by_seg['cell'] + right.double().mean(-1).sum(1)
+        by_seg['blank'] = by_seg['blank'] + (right & blank).sum((1, 2)).double()
+        last = right[n_segments - 1]
+        for k, v in dict(solved=last.all(-1), cell_acc=last.double().mean(-1), blank_right=(last & blank).sum(-1),
+                         n_blank=blank.sum(-1)).items(): per_puzzle[k].append(v.cpu())
         n += len(tokens)
     if n == 0: raise ValueError("evaluate: data holds no examples")
-    solved, cell_acc = torch.cat(solved), torch.cat(cell_acc)
-    res = dict(n=n, n_segments=n_segments, exact_accuracy=solved.double().mean().item(), cell_accuracy=cell_acc.mean().item(),
-               exact_by_segment=(exact_by_seg / n).tolist(), cell_by_segment=(cell_by_seg / n).tolist(),
-               certified_lipschitz=float(model.certified_lipschitz()), solved=solved, cell_acc=cell_acc)
+    per_puzzle = {k: torch.cat(v) for k, v in per_puzzle.items()}
+    n_blank = per_puzzle['n_blank'].sum().item()
+    res = dict(n_segments=n_segments, **headline(per_puzzle),
+               exact_by_segment=(by_seg['exact'] / n).tolist(), cell_by_segment=(by_seg['cell'] / n).tolist(),
+               blank_by_segment=(by_seg['blank'] / max(n_blank, 1)).tolist() if n_blank else None,
+               certified_lipschitz=float(model.certified_lipschitz()), **per_puzzle)
     if lyapunov_n:
         tokens = _head(data, lyapunov_n)[0].to(device)
         with torch.enable_grad(), torch.autocast(device.type, enabled=False):    # probe in float32, also on a GPU
@@ -74,21 +94,81 @@ def evaluate(model, data, n_segments:int, max_segments:int|None=None, batch_size
     return res
 
 # %% ../nbs/05a_evaluate.ipynb #d22e7d65
-def csv_examples(path, n:int=0):
-    "The first `n` puzzles (0 = all) of a Sudoku-Extreme-format CSV, as a dataset of `(tokens, targets)`."
-    q, a, _ = read_sudoku_csv(resolve_path(path), max_rows=n or None)
-    return sudoku_dataset(q, a)
+def csv_examples(path, n:int=0) -> tuple[torch.utils.data.Dataset, np.ndarray]:
+    "The first `n` puzzles (0 = all) of a Sudoku-Extreme-layout CSV: a dataset of `(tokens, targets)`, and each puzzle's `source` ('' if none)."
+    q, a, _, sources = read_sudoku_csv(resolve_path(path), max_rows=n or None, with_source=True)
+    if not len(q): raise ValueError(f"{path}: the file holds a header and no puzzles")
+    return sudoku_dataset(q, a), sources
 
 # %% ../nbs/05a_evaluate.ipynb #d8d5fdb3
 def load_run_model(run_dir, weights:str='ema', device='cpu') -> torch.nn.Module:
     "The model of the finished run in `run_dir` with its `weights` ('ema': what evaluation scores, or 'model': the live weights), in eval mode."
-    run_dir = resolve_path(run_dir)
-    params, ckpt = run_dir / 'params.json', run_dir / 'ckpt' / 'last.pt'
-    for f in (params, ckpt):
-        if not f.is_file(): raise FileNotFoundError(f"{f}: no such file; expected a run folder written by srm_nb.train.Trainer "
-                                                    "(params.json and ckpt/last.pt)")
-    if weights not in ('ema', 'model'): raise ValueError(f"weights: expected 'ema' or 'model', got {weights!r}")
+    run_dir, expected = resolve_path(run_dir), "expected a run folder written by srm_nb.train.Trainer (params.json, ckpt/last.pt)"
+    if weights not in ('ema', 'model'): raise SettingError(f"weights: expected 'ema' or 'model', got {weights!r}")
+    params = run_dir / 'params.json'
+    if not params.is_file(): raise FileNotFoundError(f"{params}: no such file; {expected}")
+    found = latest_checkpoint(run_dir / 'ckpt')
+    if found is None: raise FileNotFoundError(f"{run_dir / 'ckpt' / 'last.pt'}: no such file; {expected}")
     p = json.loads(params.read_text())
     model = build_model(p['model'], **p['model_config'])
-    model.load_state_dict(load_checkpoint(ckpt)[weights])
+    model.load_state_dict(found[0][weights])
     return model.to(device).eval()
+
+# %% ../nbs/05a_evaluate.ipynb #9f354939
+SCORE_KEYS = ('n', 'exact_accuracy', 'cell_accuracy', 'blank_accuracy')
+
+def _shown(path) -> str:
+    "`path` relative to the repository root when it lies inside it (records stay valid in any clone), else absolute."
+    path, root = resolve_path(path), repo_root()
+    return str(path.relative_to(root)) if path.is_relative_to(root) else str(path)
+
+def score_csv(run_dir, csv_path, n:int|None=None, segments:int|None=None, weights:str='ema', device='cpu',
+              batch_size:int=256) -> dict:
+    """Score the finished run in `run_dir` on the first `n` puzzles (None = all) of the Sudoku CSV `csv_path` after
+    `segments` segments (None = the run's `n_sup`): `n`, `exact_accuracy`, `cell_accuracy`, `blank_accuracy`, the same
+    keys for each value of the CSV's `source` column (`by_source`), and the accuracy against segments up to twice that."""
+    run_dir = resolve_path(run_dir)
+    params = json.loads((run_dir / 'params.json').read_text()) if (run_dir / 'params.json').is_file() else None
+    if params and (params['model_config'].get('seq_len'), params['model_config'].get('vocab_size')) != (81, 11):
+        raise ValueError(f"{run_dir}: its model was trained on {params['task']!r} (seq_len "
+                         f"{params['model_config'].get('seq_len')}); scoring a Sudoku CSV needs a run on a 9×9 Sudoku task")
+    for name, v in (('n', n), ('segments', segments)):
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
+            raise ValueError(f"{name}: expected None or an integer >= 1, got {v!r}")
+    model = load_run_model(run_dir, weights, device)
+    data, sources = csv_examples(csv_path, n or 0)
+    segments = segments or params['n_sup']
+    res = evaluate(model, data, n_segments=segments, max_segments=2 * segments, batch_size=batch_size, device=torch.device(device))
+    by_source = {s: headline(res, torch.from_numpy(sources == s)) for s in sorted(set(sources.tolist()))}
+    return dict(run=_shown(run_dir), csv=_shown(csv_path), weights=weights, segments=segments,
+                **{k: res[k] for k in SCORE_KEYS}, by_source=by_source,
+                exact_by_segment=res['exact_by_segment'], blank_by_segment=res['blank_by_segment'])
+
+# %% ../nbs/05a_evaluate.ipynb #6490a856
+def score_table(score:dict) -> str:
+    "`score_csv`'s result as a plain-text table: one row per source, then all puzzles."
+    fmt = lambda v: '   —' if v is None else f"{v:.3f}"
+    rows = [(s, r) for s, r in score['by_source'].items()] + [('all', score)]
+    width = max(len(str(s) or "''") for s, _ in rows)
+    lines = [f"{'source':<{width}}  {'n':>6}  exact  cells  blanks"]
+    lines += [f"{str(s) or chr(39) * 2:<{width}}  {r['n']:>6}  {fmt(r['exact_accuracy'])}  {fmt(r['cell_accuracy'])}  "
+              f"{fmt(r['blank_accuracy'])}" for s, r in rows]
+    return '\n'.join(lines)
+
+def main(argv=None) -> dict:
+    "`python -m srm_nb.evaluate RUN_DIR CSV [--n N] [--segments S] [--out JSON]`: print `score_table`, write the record."
+    p = argparse.ArgumentParser(prog='python -m srm_nb.evaluate', description='Score a finished run on a CSV of Sudoku puzzles.')
+    p.add_argument('run_dir', help='a run folder written by the trainer (params.json, ckpt/last.pt)')
+    p.add_argument('csv', help='a CSV in the Sudoku-Extreme layout (question, answer[, source, rating] columns)')
+    p.add_argument('--n', type=int, default=None, help='score the first N puzzles (default: all)')
+    p.add_argument('--segments', type=int, default=None, help="test-time segments (default: the run's n_sup)")
+    p.add_argument('--out', default=None, help='where to write the JSON record (default: RUN_DIR/scores/<csv name>.json)')
+    args = p.parse_args(argv)
+    score = score_csv(args.run_dir, args.csv, args.n, args.segments)
+    out = resolve_path(args.out if args.out else Path(score['run']) / 'scores' / f"{Path(args.csv).stem}.json")
+    save_json(score, out)
+    print(f"{score['run']} on {score['csv']}, {score['segments']} segments ({score['weights']} weights):")
+    print(score_table(score)); print(f"record: {out}")
+    return score
+
+if __name__ == '__main__' and getattr(globals().get('__spec__'), 'name', '') == 'srm_nb.evaluate': run_cli(main)   # python -m only

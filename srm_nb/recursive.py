@@ -10,7 +10,7 @@ from typing import Callable, Optional
 import torch
 import torch.nn as nn
 import torch.nn.functional as F
-from .utils import check_int
+from .utils import SettingError, check_int
 
 # %% auto #0
 __all__ = ['POSITIONS', 'check_choice', 'check_bool', 'check_number', 'RecursiveConfig', 'configure', 'trunc_normal_',
@@ -21,24 +21,24 @@ __all__ = ['POSITIONS', 'check_choice', 'check_bool', 'check_number', 'Recursive
 POSITIONS = ('none', 'learned', 'rope')
 
 def check_choice(name:str, value, choices):
-    "`value` if it is one of `choices`; else a ValueError naming `name` and the choices."
-    if value not in choices: raise ValueError(f"{name} must be one of {choices}, got {value!r}")
+    "`value` if it is one of `choices`; else a `SettingError` naming `name` and the choices."
+    if value not in choices: raise SettingError(f"{name} must be one of {choices}, got {value!r}")
     return value
 
 def check_bool(name:str, value) -> bool:
-    "`value` if it is True or False; else a ValueError naming `name`."
-    if not isinstance(value, bool): raise ValueError(f"{name} must be True or False, got {value!r}")
+    "`value` if it is True or False; else a `SettingError` naming `name`."
+    if not isinstance(value, bool): raise SettingError(f"{name} must be True or False, got {value!r}")
     return value
 
 def check_number(name:str, value, lo=None, hi=None, lo_open:bool=False, hi_open:bool=False):
-    "`value` if it is a number in the interval from `lo` to `hi` (open or closed ends, no limit where None); else a ValueError."
+    "`value` if it is a number in the interval from `lo` to `hi` (open or closed ends, no limit where None); else a `SettingError`."
     ok = (isinstance(value, (int, float)) and not isinstance(value, bool)
           and (lo is None or (value > lo if lo_open else value >= lo)) and (hi is None or (value < hi if hi_open else value <= hi)))
     if ok: return value
     if hi is None: allowed = f"be {'>' if lo_open else '>='} {lo}"
     elif lo_open and hi_open: allowed = f"lie in the open interval ({lo}, {hi})"
     else: allowed = f"lie in {'(' if lo_open else '['}{lo}, {hi}{')' if hi_open else ']'}"
-    raise ValueError(f"{name} must {allowed}, got {value!r}")
+    raise SettingError(f"{name} must {allowed}, got {value!r}")
 
 @dataclass(frozen=True, kw_only=True)
 class RecursiveConfig:
@@ -57,7 +57,7 @@ class RecursiveConfig:
         check_int('n_prefix', self.n_prefix, 0)
         check_choice('pos', self.pos, POSITIONS)
         check_bool('halt', self.halt); check_bool('q_continue', self.q_continue)
-        if self.q_continue and not self.halt: raise ValueError("q_continue=True needs the halting head (halt=True), got halt=False")
+        if self.q_continue and not self.halt: raise SettingError("q_continue=True needs the halting head (halt=True), got halt=False")
 
     @property
     def length(self) -> int:
@@ -70,7 +70,7 @@ def configure(cls:type, config=None, **overrides):
     if not isinstance(config, cls): raise TypeError(f"config: expected a {cls.__name__}, got {type(config).__name__}")
     valid = sorted(f.name for f in fields(config))
     unknown = sorted(set(overrides) - set(valid))
-    if unknown: raise ValueError(f"{unknown} not accepted by {type(config).__name__}; valid options: {valid}")
+    if unknown: raise SettingError(f"{unknown} not accepted by {type(config).__name__}; valid options: {valid}")
     return replace(config, **overrides) if overrides else config
 
 # %% ../nbs/01a_recursive.ipynb #82e83243

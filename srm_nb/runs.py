@@ -4,17 +4,18 @@
 
 # %% ../nbs/05b_runs.ipynb #fb286b4d
 from __future__ import annotations
-import itertools, json, math
+import itertools, json, math, os
 from dataclasses import fields
 from pathlib import Path
 import torch
 from tqdm.auto import tqdm
 from .lyapunov import plot_lambda1_hist, plot_lambda_history, plot_residuals
-from .utils import write_text
+from .utils import atomic_write, run_cli, write_text
 
 # %% auto #0
-__all__ = ['repo_root', 'resolve_path', 'load_checkpoint', 'jsonable', 'read_metrics', 'truncate_metrics', 'describe',
-           'plot_training', 'plot_segments', 'run_figures', 'save_figures', 'sweep', 'load_runs']
+__all__ = ['CKPT_FILES', 'CKPT_KEYS', 'HEADLINE', 'repo_root', 'resolve_path', 'jsonable', 'read_metrics', 'append_record',
+           'truncate_metrics', 'describe', 'load_checkpoint', 'save_checkpoint', 'latest_checkpoint', 'plot_training',
+           'plot_segments', 'run_figures', 'save_figures', 'sweep', 'load_runs', 'compare_runs']
 
 # %% ../nbs/05b_runs.ipynb #e2f49883
 def repo_root(start=None) -> Path:
@@ -28,10 +29,6 @@ def resolve_path(path, root=None) -> Path:
     return p if p.is_absolute() else Path(root or repo_root()) / p
 
 # %% ../nbs/05b_runs.ipynb #eee1e66f
-def load_checkpoint(path) -> dict:
-    "A checkpoint written by `Trainer.save`, read with `weights_only=True` onto the CPU."
-    return torch.load(path, map_location='cpu', weights_only=True)
-
 def jsonable(x):
     "`x` with tensors as lists and non-finite floats as `None` (strict JSON has no NaN/Infinity; `None` = not certified)."
     if isinstance(x, torch.Tensor): x = x.tolist()
@@ -41,9 +38,28 @@ def jsonable(x):
     return x
 
 def read_metrics(path) -> list[dict]:
-    "The records of a `metrics.jsonl` file (a run folder or the file itself); [] if there is none."
+    """The records of a `metrics.jsonl` file (a run folder or the file itself); [] if there is none. A last line cut
+    short (a run killed while appending it) is left out; a bad line anywhere else is an error naming it."""
     path = Path(path); path = path / 'metrics.jsonl' if path.is_dir() else path
-    return [json.loads(l) for l in path.read_text().splitlines() if l.strip()] if path.exists() else []
+    if not path.exists(): return []
+    lines = path.read_text().splitlines()
+    recs = []
+    for i, l in enumerate(lines):
+        if not l.strip(): continue
+        try: recs.append(json.loads(l))
+        except json.JSONDecodeError as e:
+            if i == len(lines) - 1: break
+            raise ValueError(f"{path}, line {i + 1}: not a JSON record ({e})") from None
+    return recs
+
+def append_record(path, rec:dict):
+    "Append `rec` as one JSON line to `path`; if the write fails (a full disk), the file is cut back to what it held."
+    path, line = Path(path), json.dumps(jsonable(rec)) + '\n'
+    with open(path, 'a') as f:
+        size = f.tell()
+        try: f.write(line); f.flush()
+        except BaseException:
+            f.truncate(size); raise
 
 def truncate_metrics(path, step:int):
     "Keep only the records of `path` with `step <= step` (atomically)."
@@ -60,6 +76,45 @@ def describe(x, solved=None) -> dict:
         d.update(n_solved=int(solved.sum()), mean_solved=x[solved].mean().item() if solved.any() else None,
                  mean_unsolved=x[~solved].mean().item() if (~solved).any() else None)
     return d
+
+# %% ../nbs/05b_runs.ipynb #a04eb6d9
+CKPT_FILES = ('last.pt', 'previous.pt')     # newest first
+CKPT_KEYS = {'step', 'model', 'config'}      # what every checkpoint of `Trainer.save` holds
+
+def load_checkpoint(path) -> dict:
+    "A checkpoint written by `Trainer.save`, read with `weights_only=True` onto the CPU."
+    return torch.load(path, map_location='cpu', weights_only=True)
+
+def save_checkpoint(obj:dict, ckpt_dir) -> Path:
+    "Write `obj` to `ckpt_dir/last.pt` atomically; the checkpoint it replaces becomes `previous.pt`."
+    last, previous = (Path(ckpt_dir) / f for f in CKPT_FILES)
+    def write(tmp):
+        torch.save(obj, tmp)
+        if last.exists(): os.replace(last, previous)
+    return atomic_write(last, write)
+
+def _readable(path) -> dict:
+    ck = load_checkpoint(path)
+    if not isinstance(ck, dict) or not CKPT_KEYS <= set(ck):
+        raise ValueError(f"not a trainer checkpoint (expected the keys {sorted(CKPT_KEYS)})")
+    return ck
+
+def latest_checkpoint(ckpt_dir, say=print) -> tuple[dict, Path]|None:
+    """The newest readable checkpoint in `ckpt_dir` and its path, or None if it holds none. Each unreadable one is
+    reported through `say`, by file name; if every checkpoint there is unreadable, that is an error."""
+    bad = []
+    for path in (Path(ckpt_dir) / f for f in CKPT_FILES):
+        if not path.exists(): continue
+        try: ck = _readable(path)
+        except Exception as e:              # torch.load fails in many ways on a damaged file: zip, pickle, EOF, OS
+            bad.append(f"{path}: unreadable ({type(e).__name__}: {str(e).splitlines()[0][:160] if str(e) else ''})")
+            say(f"warning: {bad[-1]}; trying the checkpoint before it")
+            continue
+        if bad: say(f"resuming from {path} (step {ck['step']})")
+        return ck, path
+    if bad: raise RuntimeError("resume: no readable checkpoint in " + f"{ckpt_dir}: " + "; ".join(bad)
+                               + ". Delete the folder to start afresh, or choose another out_dir")
+    return None
 
 # %% ../nbs/05b_runs.ipynb #2ac8011b
 def plot_training(records:list[dict]):
@@ -149,3 +204,26 @@ def load_runs(runs_dir='runs'):
     root = resolve_path(runs_dir)
     rows = [dict(run=str(p.parent.relative_to(root)), **json.loads(p.read_text())) for p in sorted(root.rglob('summary.json'))]
     return pd.json_normalize(rows, sep='_') if rows else pd.DataFrame(columns=['run'])
+
+# %% ../nbs/05b_runs.ipynb #36cb2483
+HEADLINE = ('steps', 'exact_accuracy', 'blank_accuracy', 'cell_accuracy', 'certified_lipschitz', 'empirical_lipschitz',
+            'lambda1_mean', 'torch_threads', 'wall_s')
+
+def compare_runs(*run_dirs) -> str:
+    "The `HEADLINE` numbers of each run folder's summary.json, one column per run, as a plain-text table ('—': not recorded)."
+    cols = []
+    for d in run_dirs:
+        f = resolve_path(d) / 'summary.json'
+        if not f.is_file(): raise FileNotFoundError(f"{f}: no such file; expected a finished run folder (it holds summary.json)")
+        s = json.loads(f.read_text())
+        s['lambda1_mean'] = (s.get('lambda1') or {}).get('mean')
+        cols.append([str(d)] + ['—' if s.get(k) is None else f"{s[k]:.4g}" if isinstance(s[k], float) else str(s[k]) for k in HEADLINE])
+    rows = zip(('',) + HEADLINE, *cols)
+    widths = [max(len(r[i]) for r in zip(('',) + HEADLINE, *cols)) for i in range(len(cols) + 1)]
+    return '\n'.join('  '.join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
+
+def _compare_cli(argv=None):
+    import sys
+    print(compare_runs(*(sys.argv[1:] if argv is None else argv)))
+
+if __name__ == '__main__' and getattr(globals().get('__spec__'), 'name', '') == 'srm_nb.runs': run_cli(_compare_cli)   # python -m only

@@ -13,19 +13,20 @@ from torch.nn.parallel import DistributedDataParallel
 from tqdm.auto import tqdm
 from .recursive import segment_loss, halt_mask, rollout
 from .bench import env_info
-from .utils import atomic_write, save_json
+from .utils import SettingError, save_json
 from .models import build_model, count_parameters, model_config, model_params, puzzle_parameters, MODEL_NAMES
-from .data import get_task, TASKS
-from .evaluate import evaluate, csv_examples, _head
-from .runs import (repo_root, resolve_path, jsonable, read_metrics, truncate_metrics, load_checkpoint, describe,  # records; the rest
-                         run_figures, save_figures, sweep, load_runs)                             # stays importable from here
+from .data import get_task, ladder_accuracy, TASKS
+from .evaluate import evaluate, csv_examples, headline, _head
+from .runs import (repo_root, resolve_path, jsonable, read_metrics, truncate_metrics, append_record, describe,  # records; the rest
+                         save_checkpoint, latest_checkpoint, load_checkpoint, run_figures, save_figures, sweep, load_runs)   # stays importable from here
 from .recipe import (PRESETS, RECIPE_KEYS, resolve_recipe, make_optimizer, make_optimizers, lr_factor, EMA,
                            step_cost, memory_estimate)
 
 # %% auto #0
 __all__ = ['MODEL_SHORTCUTS', 'TASK_SHORTCUTS', 'RUN_NAME_KEYS', 'RESUMABLE', 'TrainConfig', 'from_params', 'task_params',
            'task_options', 'model_setting', 'run_name', 'resolve', 'validate', 'PuzzleStream', 'grad_norms',
-           'FiniteGuard', 'atomic_save', 'init_distributed', 'resolve_device', 'Trainer', 'progress_line', 'cli']
+           'FiniteGuard', 'init_distributed', 'resolve_device', 'Trainer', 'setting_changes', 'set_determinism',
+           'done_line', 'progress_line', 'cli']
 
 # %% ../nbs/05_train.ipynb #83f464a6
 @dataclass
@@ -58,6 +59,8 @@ class TrainConfig:
     precision: str = 'auto'        # 'auto' (bf16 on CUDA, fp32 on the CPU), 'fp32' or 'bf16' (also on the CPU)
     compile: bool = False          # torch.compile the training forward (inductor; any device)
     seed: int = 0
+    threads: int = 0               # torch's CPU threads (0 = leave torch's setting); fixed, a seed gives the same numbers under any load
+    deterministic: bool = True     # torch's deterministic algorithms where it has them (CUDA: also fixes cuBLAS's workspace)
     device: str = 'auto'           # 'auto', 'cpu', 'cuda', 'cuda:N'
     dry_run: bool = False          # resolve and check everything, build data and model, write params.json; train nothing
     out_dir: str = ''              # '' → runs/<model>-<task>-k<kappa>-s<seed>
@@ -135,7 +138,7 @@ def _kw_problems(cfg:TrainConfig) -> list[str]:
     return bad
 
 def validate(cfg:TrainConfig) -> TrainConfig:
-    "Resolve the preset and check every setting; return the resolved copy with `out_dir` filled in. One `ValueError` names every bad setting."
+    "Resolve the preset and check every setting; return the resolved copy with `out_dir` filled in. One `SettingError` names every bad setting."
     bad = [f"{name}: expected one of {list(allowed)}, got {getattr(cfg, name)!r}"
            for name, allowed in (('model', MODEL_NAMES), ('preset', tuple(PRESETS))) if getattr(cfg, name) not in allowed]
     known = cfg.model in MODEL_NAMES and cfg.preset in PRESETS
@@ -149,10 +152,10 @@ def validate(cfg:TrainConfig) -> TrainConfig:
     if known: bad += _kw_problems(cfg)
     for name in ('n_sup', 'steps', 'batch_size', 'log_every', 'eval_batch_size'):
         need(isinstance(getattr(cfg, name), int) and getattr(cfg, name) >= 1, name, "an integer >= 1")
-    for name in ('warmup', 'eval_every', 'eval_n', 'eval_segments', 'lyapunov_n', 'ckpt_every', 'eval_csv_n'):
+    for name in ('warmup', 'eval_every', 'eval_n', 'eval_segments', 'lyapunov_n', 'ckpt_every', 'eval_csv_n', 'threads'):
         need(isinstance(getattr(cfg, name), int) and getattr(cfg, name) >= 0, name, "an integer >= 0")
     need(isinstance(cfg.seed, int), 'seed', "an integer")
-    for name in ('compile', 'resume', 'dry_run'): need(isinstance(getattr(cfg, name), bool), name, "True or False")
+    for name in ('compile', 'resume', 'dry_run', 'deterministic'): need(isinstance(getattr(cfg, name), bool), name, "True or False")
     for name in ('lr', 'puzzle_emb_lr'): need(num(name) and getattr(cfg, name) > 0, name, f"{name} > 0")
     need(cfg.epochs is None or num('epochs') and cfg.epochs > 0, 'epochs', "None or epochs > 0")
     need(isinstance(cfg.betas, (list, tuple)) and len(cfg.betas) == 2 and all(isinstance(b, (int, float)) and 0 <= b < 1
@@ -168,7 +171,7 @@ def validate(cfg:TrainConfig) -> TrainConfig:
     if isinstance(cfg.batch_size, int) and cfg.batch_size >= 1:
         need(cfg.batch_size % world == 0, 'batch_size', f"a multiple of the {world} DDP processes")
     if cfg.eval_csv: need(resolve_path(cfg.eval_csv).is_file(), 'eval_csv', "an existing CSV file ('' = none)")
-    if bad: raise ValueError("invalid training config:\n  " + "\n  ".join(bad))
+    if bad: raise SettingError("invalid training config:\n  " + "\n  ".join(bad))
     return replace(cfg, out_dir=cfg.out_dir or f"runs/{run_name(cfg)}")
 
 # %% ../nbs/05_train.ipynb #47602fcb
@@ -248,11 +251,6 @@ class FiniteGuard:
         what = 'loss' if c < 0 else f"gradient of parameter '{self.names[c]}'"
         raise FloatingPointError(f"step {int(self.first_bad)}: {what} is not finite; stopping before anything more is saved")
 
-# %% ../nbs/05_train.ipynb #e3c201fc
-def atomic_save(obj, path) -> Path:
-    "`torch.save(obj)` to `path` atomically (`srm_nb.utils.atomic_write`)."
-    return atomic_write(path, lambda p: torch.save(obj, p))
-
 # %% ../nbs/05_train.ipynb #cacac72b
 def init_distributed(device_type:str='cpu') -> tuple[int, int, int]:
     "`(rank, world_size, local_rank)`; under torchrun starts the process group (NCCL on CUDA, gloo otherwise)."
@@ -272,10 +270,12 @@ class Trainer:
     "Train `build_model(cfg.model)` on `get_task(cfg.task)`; `fit()` trains, evaluates and writes `cfg.out_dir`."
     def __init__(self, cfg:TrainConfig|None=None, **params):
         unknown = sorted(set(params) - {f.name for f in fields(TrainConfig)} - set(MODEL_SHORTCUTS + TASK_SHORTCUTS))
-        if unknown: raise ValueError(f"Trainer: unknown settings {unknown}; expected fields of TrainConfig or shortcuts")
+        if unknown: raise SettingError(f"Trainer: unknown settings {unknown}; expected fields of TrainConfig or shortcuts")
         self.cfg = cfg = validate(from_params({**asdict(cfg or TrainConfig()), **params}))
         self._t0, self.out_dir = time.perf_counter(), resolve_path(cfg.out_dir)
         cuda = cfg.device.startswith('cuda') or (cfg.device == 'auto' and torch.cuda.is_available())
+        set_determinism(cfg.threads, cfg.deterministic, cuda)
+        self.csv = csv_examples(cfg.eval_csv, cfg.eval_csv_n) if cfg.eval_csv else None   # a bad file fails now, not at the end
         self._owns_pg = int(os.environ.get('WORLD_SIZE', 1)) > 1 and not dist.is_initialized()
         self.rank, self.world_size, local_rank = init_distributed('cuda' if cuda else 'cpu')
         self.is_main, self.device = self.rank == 0, resolve_device(cfg.device, local_rank)
@@ -306,8 +306,8 @@ class Trainer:
         torch.manual_seed(cfg.seed + 2 + self.rank)          # training-time randomness (augmentation) differs per rank
         self.carry = self._fresh_carry(cfg.batch_size // self.world_size)
         self.guard = FiniteGuard(self.model)
-        ckpt = self.out_dir / 'ckpt' / 'last.pt'
-        if cfg.resume and ckpt.exists(): self.load(ckpt)
+        found = latest_checkpoint(self.out_dir / 'ckpt', self._say) if cfg.resume else None
+        if found: self.load(*found)
         elif self.is_main:                     # a fresh run: no records of an earlier one may survive in out_dir
             for f in ('metrics.jsonl', 'summary.json', 'eval.json'): (self.out_dir / f).unlink(missing_ok=True)
             save_json(self.params(), self.out_dir / 'params.json')
@@ -378,7 +378,7 @@ class Trainer:
 
     def _log(self, rec:dict):
         if self.is_main:
-            with open(self.out_dir / 'metrics.jsonl', 'a') as f: f.write(json.dumps(jsonable(rec)) + '\n')
+            append_record(self.out_dir / 'metrics.jsonl', rec)
 
     def _say(self, line:str):
         "A plain progress line on stdout (rank 0): it reaches a terminal, a log file and papermill's --log-output alike."
@@ -413,29 +413,31 @@ class Trainer:
         if self.device.type == 'cuda': rng['cuda'] = torch.cuda.get_rng_state(self.device)
         return dict(rng=rng, stream=self.stream.state_dict(), carry={k: v.cpu() for k, v in self.carry.items()})
 
-    def save(self, path=None) -> Path:
-        "Write the checkpoint (default `out_dir/ckpt/last.pt`; rank 0 writes, with every rank's local state)."
+    def save(self, ckpt_dir=None) -> Path:
+        "Write the checkpoint to `ckpt_dir` (default `out_dir/ckpt`; rank 0 writes, with every rank's local state) and return its path."
         self.guard.check()                  # never checkpoint weights a non-finite step has touched
-        path, local = Path(path or self.out_dir / 'ckpt' / 'last.pt'), self._local_state()
+        ckpt_dir, local = Path(ckpt_dir or self.out_dir / 'ckpt'), self._local_state()
+        path = ckpt_dir / 'last.pt'
         gathered = [local]
         if self.world_size > 1:
             gathered = [None] * self.world_size if self.is_main else None
             dist.gather_object(local, gathered, dst=0)
         if self.is_main:
-            atomic_save(dict(step=self.step, model=self.model.state_dict(), ema=self.ema.state_dict(),
+            save_checkpoint(dict(step=self.step, model=self.model.state_dict(), ema=self.ema.state_dict(),
                              optimizers=[o.state_dict() for o in self.opts], schedulers=[s.state_dict() for s in self.scheds],
                              local=gathered, world_size=self.world_size, config=asdict(self.cfg),
-                             stats=dict(train_s=self.train_s, wall_s=self._wall(), examples=self.examples)), path)
+                             stats=dict(train_s=self.train_s, wall_s=self._wall(), examples=self.examples)), ckpt_dir)
         self._barrier()
         return path
 
-    def load(self, path):
-        "Continue from the checkpoint at `path`: weights, EMA, optimisers, schedules, and this rank's RNG, stream, carry."
-        ck = load_checkpoint(path)
-        changed = sorted(k for k in ck['config'] if k not in RESUMABLE and jsonable(ck['config'][k]) != jsonable(getattr(self.cfg, k)))
-        if changed or ck['world_size'] != self.world_size:
-            raise ValueError(f"resume: {path} was written by a run with other {changed or ['world_size']}; "
-                             "choose another out_dir or set resume=False")
+    def load(self, ck:dict, path):
+        "Continue from checkpoint `ck` (read from `path`): weights, EMA, optimisers, schedules, and this rank's RNG, stream, carry."
+        kept = lambda c: {k: v for k, v in c.items() if k not in RESUMABLE}
+        changed = setting_changes(kept(ck['config']), kept(asdict(self.cfg)))
+        if ck['world_size'] != self.world_size: changed.append(f"world_size: {ck['world_size']} → {self.world_size}")
+        if changed:
+            raise SettingError(f"resume: {path} was written by a run with other settings:\n  " + "\n  ".join(changed)
+                               + "\nchoose another out_dir, or set resume=False to start afresh there")
         self.model.load_state_dict(ck['model']); self.ema.load_state_dict(ck['ema'])
         for o, sd in zip(self.opts, ck['optimizers']): o.load_state_dict(sd)
         for s, sd in zip(self.scheds, ck['schedulers']): s.load_state_dict(sd)
@@ -482,7 +484,7 @@ class Trainer:
         if self.is_main:
             kw = dict(n_segments=cfg.n_sup, max_segments=cfg.eval_segments or 2 * cfg.n_sup, lyapunov_n=cfg.lyapunov_n)
             final = self.evaluate(self.task.test if self.task.final_test is None else self.task.final_test, **kw)
-            csv = self.evaluate(csv_examples(cfg.eval_csv, cfg.eval_csv_n), **kw) if cfg.eval_csv else None
+            csv = self.evaluate(self.csv[0], **kw) if self.csv else None
             summary = self.summary(final, csv)
             save_json(jsonable(dict(test=final, csv=csv)), self.out_dir / 'eval.json')
             save_json(jsonable(summary), self.out_dir / 'summary.json')
@@ -490,9 +492,7 @@ class Trainer:
                            cell_accuracy=final['cell_accuracy'], wall_s=summary['wall_s']))
         self._barrier()
         if self._owns_pg: dist.destroy_process_group()
-        if summary: self._say(f"done: exact {summary['exact_accuracy']:.3f}, cell {summary['cell_accuracy']:.3f} on {summary['n_test']} "
-                              f"test puzzles after {summary['n_sup']} segments, K = {summary['certified_lipschitz'] or float('inf'):.3f}, "
-                              f"{summary['wall_s']:.0f} s; records in {self.out_dir}")
+        if summary: self._say(done_line(summary, self.out_dir))
         return summary
 
     def summary(self, final:dict, csv:dict|None=None) -> dict:
@@ -506,24 +506,56 @@ class Trainer:
                  batch_size=cfg.batch_size, lr=cfg.lr, n_train=meta.get('counts', {}).get('train', len(self.task.train)),
                  train_examples=len(self.task.train), blanks=meta.get('blanks', {}).get('test'),
                  rating=meta.get('rating', {}).get('test'),
-                 exact_accuracy=final['exact_accuracy'], cell_accuracy=final['cell_accuracy'], n_test=final['n'],
+                 exact_accuracy=final['exact_accuracy'], cell_accuracy=final['cell_accuracy'], blank_accuracy=final['blank_accuracy'],
+                 n_test=final['n'],
                  exact_accuracy_final=final['exact_accuracy'], exact_accuracy_peak=peak['exact_accuracy'],
                  peak_step=peak['step'], exact_by_segment=final['exact_by_segment'],
-                 cell_by_segment=final['cell_by_segment'], certified_lipschitz=final['certified_lipschitz'])
+                 cell_by_segment=final['cell_by_segment'], blank_by_segment=final['blank_by_segment'],
+                 certified_lipschitz=final['certified_lipschitz'])
         if hasattr(self.model, 'kappa_penalty') and hasattr(self.model, 'kappa'): s['kappa_final'] = float(self.model.kappa)
         if 'lambda1' in final:
             s['lambda1'] = describe(final['lambda1'], final['solved'][:len(final['lambda1'])])
             s['empirical_lipschitz'] = final['probe']['empirical']
             s['residual_by_cycle'] = final['residual_by_cycle'].median(0).values.tolist()
-        if csv: s['csv'] = dict(path=cfg.eval_csv, n=csv['n'], exact_accuracy=csv['exact_accuracy'],
-                                cell_accuracy=csv['cell_accuracy'], exact_by_segment=csv['exact_by_segment'])
+        if (grades := meta.get('grades', {}).get('test')) is not None and self.task.final_test is None:
+            s['by_tier'] = ladder_accuracy(final['solved'], grades['tier'], grades['rounds'])    # sudoku-ladder: per tier and round
+        if csv:
+            sources = self.csv[1]
+            s['csv'] = dict(path=cfg.eval_csv, **headline(csv), exact_by_segment=csv['exact_by_segment'],
+                            by_source={v: headline(csv, torch.from_numpy(sources == v)) for v in sorted(set(sources.tolist()))})
         return dict(s, wall_s=self._wall(), train_s=self.train_s, examples_per_s=self.examples / max(self.train_s, 1e-9),
                     params=self.n_params, device=env['device'], world_size=self.world_size, torch_threads=env['torch_threads'],
+                    deterministic=torch.are_deterministic_algorithms_enabled(),
                     loadavg=env['loadavg'], torch=env['torch'])
 
 # %% ../nbs/05_train.ipynb #34cd2c0e
 RESUMABLE = {'steps', 'epochs', 'log_every', 'eval_every', 'eval_n', 'eval_batch_size', 'eval_segments', 'lyapunov_n',
-             'ckpt_every', 'eval_csv', 'eval_csv_n', 'out_dir', 'resume', 'device', 'compile', 'data_dir', 'dry_run'}   # settings a resume may change
+             'ckpt_every', 'eval_csv', 'eval_csv_n', 'out_dir', 'resume', 'device', 'compile', 'data_dir', 'dry_run',
+             'threads', 'deterministic'}   # settings a resume may change
+
+def setting_changes(old:dict, new:dict, prefix:str='') -> list[str]:
+    "'key: old → new' for every setting that differs between two configs, into nested dicts (`model_kw.kappa: 0.9 → 0.8`)."
+    out = []
+    for k in sorted(set(old) | set(new), key=str):
+        a, b = old.get(k), new.get(k)
+        if isinstance(a, dict) and isinstance(b, dict): out += setting_changes(a, b, f"{prefix}{k}.")
+        elif jsonable(a) != jsonable(b): out.append(f"{prefix}{k}: {a!r} → {b!r}")
+    return out
+
+def set_determinism(threads:int, deterministic:bool, cuda:bool=False):
+    "Fix torch's CPU thread count (0: leave it) and turn on its deterministic algorithms (warning, not failing, where it has none)."
+    if threads: torch.set_num_threads(threads)
+    if deterministic:
+        if cuda: os.environ.setdefault('CUBLAS_WORKSPACE_CONFIG', ':4096:8')   # cuBLAS reads it at its first call
+        torch.use_deterministic_algorithms(True, warn_only=True)
+
+def done_line(summary:dict, out_dir) -> str:
+    "The last line of a run: what it solved, its certified bound, how long it took, and where the records are."
+    blank = summary.get('blank_accuracy')
+    return (f"done: exact {summary['exact_accuracy']:.3f}, blank cells {blank if blank is None else f'{blank:.3f}'}, "
+            f"all cells {summary['cell_accuracy']:.3f} on {summary['n_test']} test puzzles after {summary['n_sup']} segments; "
+            f"K = {summary['certified_lipschitz'] or float('inf'):.3f}; {summary['wall_s']:.0f} s on {summary['torch_threads']} "
+            f"threads; records in {out_dir}")
 
 def progress_line(rec:dict, total:int, train_s:float) -> str:
     "One line of training progress from a `train` record: step, loss, accuracy, speed and the time left."

@@ -3,6 +3,7 @@ notebook and sweeps. Tiny models on tiny easy-Sudoku tasks, CPU float32."""
 import ast, json, os, subprocess, sys
 from pathlib import Path
 import nbformat, pytest, torch
+from srm_nb.utils import SettingError
 from srm_nb.train import (Trainer, TrainConfig, validate, load_checkpoint, read_metrics, sweep, load_runs, cli,
                           repo_root, from_params, MODEL_SHORTCUTS, TASK_SHORTCUTS)
 from srm_nb.runs import _grid_runs
@@ -98,7 +99,11 @@ def test_evaluation_does_not_change_training(tmp_path):
 def test_resume_refuses_another_setting(reference, tmp_path):
     out = tmp_path / 'run'
     Trainer(**{**TINY, 'steps': 4}, out_dir=str(out)).fit()
-    with pytest.raises(ValueError, match=r"resume: .*\['lr'\]"): Trainer(**{**TINY, 'lr': 1e-3}, out_dir=str(out))
+    with pytest.raises(SettingError, match=r"resume: .* other settings:\n  lr: 0.003 → 0.001\n"):
+        Trainer(**{**TINY, 'lr': 1e-3}, out_dir=str(out))
+    with pytest.raises(SettingError) as e: Trainer(**{**TINY, 'kappa': 0.8, 'n_blanks': 5}, out_dir=str(out))
+    assert 'model_kw.kappa: None → 0.8' in str(e.value), e.value
+    assert 'task_kw.n_blanks: 6 → 5' in str(e.value) and 'lr' not in str(e.value), e.value
     assert Trainer(**{**TINY, 'steps': 8}, out_dir=str(out)).step == 4       # more steps: allowed
 
 def test_bad_settings_fail_together_before_anything_runs(tmp_path):
