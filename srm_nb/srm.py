@@ -11,35 +11,44 @@ import torch
 import torch.nn as nn
 from .lipschitz import (LINEAR_LAYERS, AlongTokens, ConvexResidual, MaxMin, MeanCenter, check_int, frozen_weights, lipschitz_bound,
                               make_linear)
+from .attention import LipschitzAttention
 from .gain import BlockGain, GainOperator, RowSumGain, check_block_gain
 from .recursive import (RecursiveConfig, RecursiveModel, check_bool, check_choice, check_number, configure,
                               fixed_point_iteration, rollout, run_steps)
 
 # %% auto #0
-__all__ = ['ACTIVATIONS', 'GAINS', 'SCHEDULES', 'GRAD_MODES', 'CELL_FIELDS', 'check_psi_args', 'Psi', 'srm_step', 'SRMConfig',
-           'StepContext', 'SRMCell', 'step_jacobian', 'hierarchical_bound', 'cycle_gain_scale', 'implicit_fixed_point',
-           'SRM']
+__all__ = ['ACTIVATIONS', 'MIXERS', 'HEAD_DIM', 'GAINS', 'SCHEDULES', 'GRAD_MODES', 'CELL_FIELDS', 'check_psi_args',
+           'token_mixer', 'Psi', 'srm_step', 'SRMConfig', 'StepContext', 'SRMCell', 'step_jacobian',
+           'hierarchical_bound', 'cycle_gain_scale', 'implicit_fixed_point', 'SRM']
 
 # %% ../nbs/02_srm.ipynb #f5c2d694
 ACTIVATIONS = dict(maxmin=MaxMin, relu=nn.ReLU)
+MIXERS = ('mlp', 'attention')
+HEAD_DIM = 64                       # channels per attention head (TRM's: 512 / 8)
 
-def check_psi_args(depth, expansion, layer, act, residual, mean_center):
+def check_psi_args(depth, expansion, layer, act, residual, mean_center, mixer):
     "The checks of ψ's settings (also made by `SRMConfig`, before anything is built)."
     check_int('depth', depth); check_int('expansion', expansion)
     check_choice('layer', layer, sorted(LINEAR_LAYERS)); check_choice('act', act, sorted(ACTIVATIONS))
-    check_number('residual', residual, 0, 1); check_bool('mean_center', mean_center)
+    check_number('residual', residual, 0, 1); check_bool('mean_center', mean_center); check_choice('mixer', mixer, MIXERS)
+
+def token_mixer(mixer:str, seq_len:int, width:int, layer:str) -> nn.Module:
+    "ψ's token mixing on (..., S, W): a certified S×S `layer` along tokens ('mlp'), or `LipschitzAttention` with 64-channel heads ('attention')."
+    if mixer == 'mlp': return AlongTokens(make_linear(layer, seq_len, seq_len))
+    heads = width // HEAD_DIM if width % HEAD_DIM == 0 else 1
+    return LipschitzAttention(width, heads, layer=layer, seq_len=seq_len)
 
 class Psi(nn.Module):
-    "1-Lipschitz MLP-Mixer block on (B, S, W): `depth` × [mean-centre?, token mixing S×S, channel MLP W→e·W→W], convex residuals."
+    "1-Lipschitz MLP-Mixer block on (B, S, W): `depth` × [mean-centre?, token mixing (S×S or attention), channel MLP W→e·W→W], convex residuals."
     def __init__(self, seq_len:int, width:int, depth:int=2, expansion:int=1, layer:str='aol', act:str='maxmin',
-                 residual:float=0.5, mean_center:bool=False):
+                 residual:float=0.5, mean_center:bool=False, mixer:str='mlp'):
         check_int('seq_len', seq_len); check_int('width', width)
-        check_psi_args(depth, expansion, layer, act, residual, mean_center)
+        check_psi_args(depth, expansion, layer, act, residual, mean_center, mixer)
         if act == 'maxmin' and (expansion * width) % 2: raise ValueError(f"act='maxmin' needs an even expansion*width, got {expansion * width}")
         parts = []
         for _ in range(depth):
             if mean_center: parts.append(MeanCenter())
-            parts.append(ConvexResidual(AlongTokens(make_linear(layer, seq_len, seq_len)), residual))
+            parts.append(ConvexResidual(token_mixer(mixer, seq_len, width, layer), residual))
             parts.append(ConvexResidual(nn.Sequential(make_linear(layer, width, expansion * width), ACTIVATIONS[act](),
                                                       make_linear(layer, expansion * width, width)), residual))
         super().__init__()
@@ -91,6 +100,7 @@ class SRMConfig(RecursiveConfig):
     eta: float = 1.0              # weight η of ‖l‖² in the certified norm
     sigma: float = 0.0            # noise σ ≥ 0 added in every step
     # ψ (§2)
+    mixer: str = 'mlp'            # token mixing: 'mlp' (a certified S×S matrix) or 'attention' (LipschitzAttention, 00a_attention)
     layer: str = 'aol'            # linear layers: 'aol', 'sandwich', 'cayley' (certified); 'spectral', 'plain' (§9)
     depth: int = 2                # mixer blocks
     expansion: int = 1            # channel-MLP expansion e
@@ -118,7 +128,7 @@ class SRMConfig(RecursiveConfig):
         if self.resolved() is not self: return      # a config with the schedule's defaults filled in was made and checked
         super().__post_init__()
         _check_step_args(self.alpha, self.sigma); check_number('eta', self.eta, 0, lo_open=True)
-        check_psi_args(self.depth, self.expansion, self.layer, self.act, self.residual, self.mean_center)
+        check_psi_args(self.depth, self.expansion, self.layer, self.act, self.residual, self.mean_center, self.mixer)
         check_choice('gain', self.gain, GAINS)
         check_block_gain(self.kappa, self.floor, self.learn_kappa, self.kappa_anchor, self.lambda_anchor)
         if self.gain == 'rowsum' and (self.floor or self.learn_kappa):
@@ -148,8 +158,8 @@ class StepContext:
     bias_out: torch.Tensor   # (B, S, 2D)
     op: GainOperator
 
-CELL_FIELDS = ('hidden', 'seq_len', 'kappa', 'alpha', 'eta', 'sigma', 'layer', 'depth', 'expansion', 'act', 'residual',
-               'mean_center', 'gain', 'floor', 'learn_kappa', 'kappa_anchor', 'lambda_anchor')
+CELL_FIELDS = ('hidden', 'seq_len', 'kappa', 'alpha', 'eta', 'sigma', 'mixer', 'layer', 'depth', 'expansion', 'act',
+               'residual', 'mean_center', 'gain', 'floor', 'learn_kappa', 'kappa_anchor', 'lambda_anchor')
 
 class SRMCell(nn.Module):
     "The certified SRM step on (h, l) with input x, all (B, S, D); K = (1−α) + α·‖N‖₂·Lip(ψ) in ‖h‖² + η‖l‖²."
@@ -160,7 +170,7 @@ class SRMCell(nn.Module):
         self.config = c = configure(SRMConfig, config or SRMConfig(n_prefix=0), **overrides)
         self.hidden, self.seq_len, self.alpha, self.eta, self.sigma = c.hidden, c.length, float(c.alpha), float(c.eta), float(c.sigma)
         self.psi = Psi(seq_len=c.length, width=2 * c.hidden, depth=c.depth, expansion=c.expansion, layer=c.layer, act=c.act,
-                       residual=c.residual, mean_center=c.mean_center)
+                       residual=c.residual, mean_center=c.mean_center, mixer=c.mixer)
         self.gain = (BlockGain(c.hidden, kappa=c.kappa, floor=c.floor, learn_kappa=c.learn_kappa, kappa_anchor=c.kappa_anchor,
                                lambda_anchor=c.lambda_anchor) if c.gain == 'block'
                      else RowSumGain(c.hidden, kappa=c.kappa, eta=c.eta))          # the note's gain, uncertified (§9)
