@@ -11,11 +11,12 @@ import numpy as np
 import torch
 from ..utils import check_int, subseed
 from .sudoku import SUDOKU_CSV_HELP, PuzzleDataset, disjoint_under_symmetry, generate_sudoku, generate_sudoku4, read_sudoku_csv, sudoku_dataset
-from .maze import MAZE_CHARS, augment_maze, generate_maze, maze_canonical
+from .maze import MAZE_CHARS, MAZE_CSV_CELLS, MAZE_CSV_HELP, PATH, augment_maze, generate_maze, maze_canonical, read_maze_csv
 
 # %% auto #0
 __all__ = ['DATA_VERSION', 'SUDOKU_EXTREME_MIN_RATING', 'TASKS', 'build_dir', 'cached_build', 'build_sudoku_benchmark', 'Task',
-           'sudoku_easy_task', 'sudoku_extreme_task', 'sudoku4_task', 'maze_task', 'sudoku_csv_task', 'get_task']
+           'sudoku_easy_task', 'sudoku_extreme_task', 'sudoku4_task', 'maze_task', 'sudoku_csv_task', 'maze_csv_task',
+           'get_task']
 
 # %% ../../nbs/04d_tasks.ipynb #218b934b
 DATA_VERSION = 1
@@ -208,6 +209,10 @@ def _new_classes(canonical, seen:set, limit:int) -> np.ndarray:
 class _MazeAugment:
     def __call__(self, x, y, keys): return augment_maze(x, y, keys)
 
+def _maze_dataset(inputs, targets, n_aug:int=0, seed:int=0) -> PuzzleDataset:
+    "Mazes as a `PuzzleDataset`, with `n_aug` random dihedral images of each."
+    return PuzzleDataset(inputs, targets, _MazeAugment() if n_aug else None, n_aug, 1, seed)
+
 def maze_task(data_dir='data', n_train:int=1_000, n_test:int=1_000, size:int=30, min_path:int=111, loops:float=0.05,
               seed:int=0, n_aug:int=7) -> Task:
     "Maze-Hard-like mazes: ids 1..5 for `# SGo` (0 = PAD), vocab 6, sequence size²; dihedral augmentation."
@@ -223,31 +228,44 @@ def maze_task(data_dir='data', n_train:int=1_000, n_test:int=1_000, size:int=30,
         return splits, dict(path_length={s: _stats(v['path_lengths']) for s, v in splits.items()})
     splits, man = cached_build(data_dir, 'maze', params, build)
     tr, te = splits['train'], splits['test']
-    return Task(PuzzleDataset(tr['inputs'], tr['targets'], _MazeAugment() if n_aug else None, n_aug, 1, seed),
-                PuzzleDataset(te['inputs'], te['targets']), vocab_size=len(MAZE_CHARS) + 1, seq_len=size * size, name='maze', meta=man)
+    return Task(_maze_dataset(tr['inputs'], tr['targets'], n_aug, seed), _maze_dataset(te['inputs'], te['targets']),
+                vocab_size=len(MAZE_CHARS) + 1, seq_len=size * size, name='maze', meta=man)
 
 # %% ../../nbs/04d_tasks.ipynb #c6cd75e9
-_CSV_LAYOUT = ("a folder holding train.csv and test.csv (the layout of the Sudoku-Extreme dataset: columns "
-               "source,question,answer,rating) or one such CSV file")
+@dataclass(frozen=True)
+class _CsvFormat:
+    "A task read from CSV files: its name, the layout `path` must have, where to download the data, and the reader of one file."
+    task: str
+    layout: str
+    help: str
+    read: object      # read(path, max_rows=None) -> (questions, answers, ratings)
 
-def _sudoku_csv_files(path) -> dict:
+def _csv_layout(dataset:str) -> str:
+    "What `path` of a CSV task must be, in the words of `dataset`, whose layout the files have."
+    return (f"a folder holding train.csv and test.csv (the layout of the {dataset} dataset: columns "
+            "source,question,answer,rating) or one such CSV file")
+
+_SUDOKU_CSV = _CsvFormat('sudoku-csv', _csv_layout('Sudoku-Extreme'), SUDOKU_CSV_HELP, read_sudoku_csv)
+_MAZE_CSV = _CsvFormat('maze-csv', _csv_layout('Maze-Hard'), MAZE_CSV_HELP, read_maze_csv)
+
+def _csv_files(path, fmt:_CsvFormat) -> dict:
     "The CSV file each split comes from: a folder's train.csv and test.csv, or one file for both; errors say what belongs where."
-    if path is None: raise ValueError(f"path: the 'sudoku-csv' task needs path=<{_CSV_LAYOUT}>. {SUDOKU_CSV_HELP}")
+    if path is None: raise ValueError(f"path: the {fmt.task!r} task needs path=<{fmt.layout}>. {fmt.help}")
     path = Path(path).expanduser().resolve()
     if path.is_file(): return {'train': path, 'test': path}
-    if not path.is_dir(): raise FileNotFoundError(f"path: expected {_CSV_LAYOUT}; got {path}, which does not exist. {SUDOKU_CSV_HELP}")
+    if not path.is_dir(): raise FileNotFoundError(f"path: expected {fmt.layout}; got {path}, which does not exist. {fmt.help}")
     files = {s: path / f'{s}.csv' for s in ('train', 'test')}
     missing = [f.name for f in files.values() if not f.is_file()]
     if missing:
         held = ', '.join(sorted(p.name for p in path.iterdir())[:10]) or 'nothing'
-        raise FileNotFoundError(f"path: expected {_CSV_LAYOUT}; got {path}, a folder without {' and '.join(missing)} (it holds {held}; "
-                                f"to split one CSV file into train and test, pass the file itself). {SUDOKU_CSV_HELP}")
+        raise FileNotFoundError(f"path: expected {fmt.layout}; got {path}, a folder without {' and '.join(missing)} (it holds {held}; "
+                                f"to split one CSV file into train and test, pass the file itself). {fmt.help}")
     return files
 
-def _read_csv(f:Path, **kw):
-    "`read_sudoku_csv(f, **kw)`; a file that is not text (a .parquet, a .gz) fails saying what `path` should be."
-    try: return read_sudoku_csv(f, **kw)
-    except UnicodeDecodeError as e: raise ValueError(f"path: {f} is not a text CSV file ({e}); expected {_CSV_LAYOUT}") from e
+def _read_csv(f:Path, fmt:_CsvFormat, **kw):
+    "`fmt.read(f, **kw)`; a file that is not text (a .parquet, a .gz) fails saying what `path` should be."
+    try: return fmt.read(f, **kw)
+    except UnicodeDecodeError as e: raise ValueError(f"path: {f} is not a text CSV file ({e}); expected {fmt.layout}") from e
 
 def _subsample(n_rows:int, n:int|None, seed:int, split:str) -> np.ndarray:
     "Sorted ids of a seeded random `n` of `n_rows` rows (all rows when `n` is None or at least `n_rows`)."
@@ -263,32 +281,57 @@ def _csv_split_rows(n_train_rows:int, n_test_rows:int, n_train, n_test, seed:int
     test = final[_subsample(len(final), n_test, seed, 'test')]
     return dict(train=train, test=test, **({'final_test': final} if len(test) < len(final) else {}))
 
-def _sudoku_csv_build(files:dict, n_train, n_test, seed:int) -> tuple[dict, dict]:
-    "Read the CSV file(s) and keep each split's rows, with their row ids as `rows`."
-    data = {f: _read_csv(f) for f in dict.fromkeys(files.values())}
+def _csv_build(files:dict, fmt:_CsvFormat, n_train, n_test, seed:int) -> tuple[dict, dict]:
+    "Read the CSV file(s) and keep each split's rows, with their row ids as `rows`; info: each split's CSV and ratings."
+    data = {f: _read_csv(f, fmt) for f in dict.fromkeys(files.values())}
     src = dict(train=files['train'], test=files['test'], final_test=files['test'])
     ids = _csv_split_rows(len(data[src['train']][0]), len(data[src['test']][0]), n_train, n_test, seed, files['train'] == files['test'])
     splits = {s: dict(zip(('questions', 'answers', 'ratings'), (x[r] for x in data[src[s]])), rows=r) for s, r in ids.items()}
-    return splits, dict(csv={s: str(src[s]) for s in splits},
-                        blanks={s: _stats((v['questions'] == 0).sum(1)) for s, v in splits.items()},
-                        rating={s: _stats(v['ratings'][v['ratings'] >= 0]) for s, v in splits.items()})
+    return splits, dict(csv={s: str(src[s]) for s in splits}, rating={s: _stats(v['ratings'][v['ratings'] >= 0]) for s, v in splits.items()})
 
-def sudoku_csv_task(path=None, data_dir='data', n_train:int|None=1_000, n_test:int|None=None, seed:int=0, n_aug:int=1_000) -> Task:
-    "The real Sudoku-Extreme CSVs: `path` is a folder with train.csv and test.csv, or one CSV file; seeded `n_train`/`n_test` subsets (None = all)."
-    files = _sudoku_csv_files(path)
+def _sudoku_csv_build(files:dict, n_train, n_test, seed:int) -> tuple[dict, dict]:
+    "`_csv_build` of Sudoku-Extreme files; info also: each split's blanks."
+    splits, info = _csv_build(files, _SUDOKU_CSV, n_train, n_test, seed)
+    return splits, dict(info, blanks={s: _stats((v['questions'] == 0).sum(1)) for s, v in splits.items()})
+
+def _cached_csv_build(fmt:_CsvFormat, path, data_dir, n_train, n_test, seed:int, build) -> tuple[dict, dict]:
+    "Check `path` and the sizes, read each file's header at once, then `cached_build` of `build(files)` keyed by the files' sizes and times."
+    files = _csv_files(path, fmt)
     for name, n in (('n_train', n_train), ('n_test', n_test)):
         if n is not None: check_int(name, n)
     if n_train is None and files['train'] == files['test']:
         raise ValueError("n_train=None: with one CSV file every row would be a training row and none a test row; pass n_train")
-    for f in dict.fromkeys(files.values()): _read_csv(f, max_rows=0)    # a bad header fails now, not after minutes of reading
+    for f in dict.fromkeys(files.values()): _read_csv(f, fmt, max_rows=0)    # a bad header fails now, not after minutes of reading
     stamp = {str(f): [f.stat().st_size, int(f.stat().st_mtime)] for f in dict.fromkeys(files.values())}
     params = dict(files=stamp, n_train=n_train, n_test=n_test, seed=seed)
-    splits, man = cached_build(data_dir, 'sudoku-csv', params, lambda: _sudoku_csv_build(files, n_train, n_test, seed))
+    return cached_build(data_dir, fmt.task, params, lambda: build(files))
+
+def sudoku_csv_task(path=None, data_dir='data', n_train:int|None=1_000, n_test:int|None=None, seed:int=0, n_aug:int=1_000) -> Task:
+    "The real Sudoku-Extreme CSVs: `path` is a folder with train.csv and test.csv, or one CSV file; seeded `n_train`/`n_test` subsets (None = all)."
+    splits, man = _cached_csv_build(_SUDOKU_CSV, path, data_dir, n_train, n_test, seed,
+                                    lambda files: _sudoku_csv_build(files, n_train, n_test, seed))
     return _sudoku_task('sudoku-csv', splits, man, n_aug, seed)
+
+# %% ../../nbs/04d_tasks.ipynb #793b13ce
+def _maze_csv_build(files:dict, n_train, n_test, seed:int) -> tuple[dict, dict]:
+    "`_csv_build` of Maze-Hard files; info also: each split's path cells, and each test split's mazes symmetric to a training maze."
+    splits, info = _csv_build(files, _MAZE_CSV, n_train, n_test, seed)
+    train = set(maze_canonical(splits['train']['questions']))
+    return splits, dict(info, path_cells={s: _stats((v['answers'] == PATH).sum(1)) for s, v in splits.items()},
+                        test_in_train_under_symmetry={s: sum(c in train for c in maze_canonical(v['questions']))
+                                                      for s, v in splits.items() if s != 'train'})
+
+def maze_csv_task(path=None, data_dir='data', n_train:int|None=None, n_test:int|None=None, seed:int=0, n_aug:int=7) -> Task:
+    "The published Maze-Hard CSVs: `path` is a folder with train.csv and test.csv, or one CSV file; seeded `n_train`/`n_test` subsets (None = all)."
+    splits, man = _cached_csv_build(_MAZE_CSV, path, data_dir, n_train, n_test, seed,
+                                    lambda files: _maze_csv_build(files, n_train, n_test, seed))
+    def ds(s, k=0): return _maze_dataset(splits[s]['questions'], splits[s]['answers'], k, seed)
+    return Task(ds('train', n_aug), ds('test'), vocab_size=len(MAZE_CHARS) + 1, seq_len=MAZE_CSV_CELLS, name='maze-csv', meta=man,
+                final_test=ds('final_test') if 'final_test' in splits else None, row_ids={s: v['rows'] for s, v in splits.items()})
 
 # %% ../../nbs/04d_tasks.ipynb #c4a334bf
 TASKS = {'sudoku-easy': sudoku_easy_task, 'sudoku-extreme': sudoku_extreme_task, 'sudoku-csv': sudoku_csv_task,
-         'sudoku4': sudoku4_task, 'maze': maze_task}
+         'sudoku4': sudoku4_task, 'maze': maze_task, 'maze-csv': maze_csv_task}
 
 def get_task(name:str, data_dir='data', **kw) -> Task:
     "The benchmark `name` (one of `TASKS`), built into `data_dir` on first use and loaded from there afterwards."
