@@ -16,8 +16,8 @@ from .runs import repo_root, resolve_path, latest_checkpoint
 from .utils import SettingError, run_cli, save_json
 
 # %% auto #0
-__all__ = ['PROBE_DEFAULTS', 'SCORE_KEYS', 'headline', 'evaluate', 'csv_examples', 'load_run_model', 'score_csv', 'score_table',
-           'main']
+__all__ = ['PROBE_DEFAULTS', 'SCORE_KEYS', 'puzzle_scores', 'headline', 'evaluate', 'csv_examples', 'load_run_model', 'score_csv',
+           'score_table', 'main']
 
 # %% ../nbs/05a_evaluate.ipynb #08d75b0f
 def _batches(data, batch_size:int):
@@ -44,6 +44,11 @@ def _head(data, n:int):
 # %% ../nbs/05a_evaluate.ipynb #fa721e34
 PROBE_DEFAULTS = dict(k=1)   # λ₁ only: the full spectrum is `srm_nb.lyapunov`'s business
 
+def puzzle_scores(pred, tokens, targets) -> dict:
+    "Per puzzle of one prediction (B, S): `solved`, `cell_acc`, and `blank_right` of `n_blank` blank cells (`tokens != targets`)."
+    right, blank = pred == targets, tokens != targets
+    return dict(solved=right.all(-1), cell_acc=right.double().mean(-1), blank_right=(right & blank).sum(-1), n_blank=blank.sum(-1))
+
 def headline(per_puzzle:dict, mask=None) -> dict:
     """`n`, `exact_accuracy`, `cell_accuracy` (all cells, clues included) and `blank_accuracy` (blank cells only; None
     when there are none) of `evaluate`'s per-puzzle results, over the puzzles where `mask` is true (default all)."""
@@ -69,14 +74,12 @@ def evaluate(model, data, n_segments:int, max_segments:int|None=None, batch_size
     by_seg, per_puzzle, n = dict(exact=0, cell=0, blank=0), dict(solved=[], cell_acc=[], blank_right=[], n_blank=[]), 0
     for tokens, targets in _batches(data, batch_size):
         tokens, targets = tokens.to(device), targets.to(device)
-        right = rollout(model, tokens, max_segments)[0] == targets          # (segments, B, S)
-        blank = tokens != targets
+        preds = rollout(model, tokens, max_segments)[0]                      # (segments, B, S)
+        right, blank = preds == targets, tokens != targets
         by_seg['exact'] = by_seg['exact'] + right.all(-1).sum(1).double()
         by_seg['cell'] = by_seg['cell'] + right.double().mean(-1).sum(1)
         by_seg['blank'] = by_seg['blank'] + (right & blank).sum((1, 2)).double()
-        last = right[n_segments - 1]
-        for k, v in dict(solved=last.all(-1), cell_acc=last.double().mean(-1), blank_right=(last & blank).sum(-1),
-                         n_blank=blank.sum(-1)).items(): per_puzzle[k].append(v.cpu())
+        for k, v in puzzle_scores(preds[n_segments - 1], tokens, targets).items(): per_puzzle[k].append(v.cpu())
         n += len(tokens)
     if n == 0: raise ValueError("evaluate: data holds no examples")
     per_puzzle = {k: torch.cat(v) for k, v in per_puzzle.items()}

@@ -323,15 +323,7 @@ class SRM(RecursiveModel):
                                      c.adjoint_tol, c.adjoint_max_iter)
             return self.decode(s)
 
-    # -- stochastic inference, learnable kappa
-    @torch.no_grad()
-    def predict_vote(self, tokens, n_samples:int=8, n_segments:int=16, puzzle_ids=None):
-        "Per-cell majority vote (B, seq_len) over `n_samples` trajectories of `n_segments` segments (noisy when σ > 0)."
-        check_int('n_samples', n_samples)
-        preds, _ = rollout(self, tokens.repeat(n_samples, 1), n_segments,
-                           None if puzzle_ids is None else puzzle_ids.repeat(n_samples))
-        return preds[-1].view(n_samples, *tokens.shape).mode(0).values
-
+    # -- learnable kappa
     def kappa_penalty(self) -> torch.Tensor:
         "Anchor penalty λ_anchor·(κ − κ_anchor)² of a learnable κ (zero when κ is fixed)."
         return self.cell.gain.kappa_penalty()
