@@ -6,11 +6,12 @@
 __all__ = []
 
 # %% ../../nbs/04_data.ipynb #7dabe929
-from . import solver, sudoku, maze, tasks, ladder
+from . import solver, sudoku, maze, tasks, ladder, arc
 from .solver import *
 from .sudoku import *
 from .maze import *
 from .tasks import *
 from .ladder import *
+from .arc import *
 from .tasks import _stats                # nbs/bench_data.ipynb summarises with it
-__all__ = solver.__all__ + sudoku.__all__ + maze.__all__ + tasks.__all__ + ladder.__all__
+__all__ = solver.__all__ + sudoku.__all__ + maze.__all__ + tasks.__all__ + ladder.__all__ + arc.__all__
