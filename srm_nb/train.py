@@ -400,6 +400,9 @@ class Trainer:
                               lyapunov_n=self.cfg.lyapunov_n)
             rec = dict(kind='eval', step=self.step, exact_accuracy=r['exact_accuracy'], cell_accuracy=r['cell_accuracy'],
                        certified_lipschitz=r['certified_lipschitz'], n=r['n'], **r.get('probe', {}))
+            if (grades := self.task.meta.get('grades', {}).get('test')) is not None:     # sudoku-ladder: exact per tier
+                tiers = ladder_accuracy(r['solved'], grades['tier'][:r['n']], grades['rounds'][:r['n']])
+                rec['by_tier'] = {t: v['exact_accuracy'] for t, v in tiers.items()}
             self._log(rec)
         self._barrier()
         return rec
@@ -471,7 +474,8 @@ class Trainer:
                     if (ev := self.eval_step()):
                         post['test_exact'] = f"{ev['exact_accuracy']:.3f}"
                         self._say(f"step {self.step}: test exact {ev['exact_accuracy']:.3f} cell {ev['cell_accuracy']:.3f}"
-                                  + (f" λ₁ {ev['lambda1_mean']:+.3f}" if 'lambda1_mean' in ev else ''))
+                                  + (f" λ₁ {ev['lambda1_mean']:+.3f}" if 'lambda1_mean' in ev else '')
+                                  + ''.join(f" {t} {a:.3f}" for t, a in ev.get('by_tier', {}).items()))
                 bar.set_postfix(post, refresh=False)
                 if (cfg.ckpt_every and self.step % cfg.ckpt_every == 0) or self.step == cfg.steps: self.save()
                 for cb in callbacks: cb(self)
@@ -519,6 +523,8 @@ class Trainer:
             s['residual_by_cycle'] = final['residual_by_cycle'].median(0).values.tolist()
         if (grades := meta.get('grades', {}).get('test')) is not None and self.task.final_test is None:
             s['by_tier'] = ladder_accuracy(final['solved'], grades['tier'], grades['rounds'])    # sudoku-ladder: per tier and round
+            for t, v in s['by_tier'].items():
+                v['blank_accuracy'] = headline(final, torch.from_numpy(grades['tier'] == int(t[1:])))['blank_accuracy']
         if csv:
             sources = self.csv[1]
             s['csv'] = dict(path=cfg.eval_csv, **headline(csv), exact_by_segment=csv['exact_by_segment'],

@@ -247,7 +247,7 @@ def test_outputs_for_a_seed_never_change():
     default = {k: v.default for k, v in inspect.signature(D.sudoku_ladder_task).parameters.items()}
     params = dict(version=D.LADDER_VERSION, train_tiers=sorted(default['train_tiers']),
                   **{k: default[k] for k in ('n_train', 'n_test_per_tier', 'seed', 'min_rating', 'search_moves')})
-    assert D.build_dir('data', 'sudoku-ladder', params) == Path('data/sudoku-ladder/539486bd6116')     # the default build's folder
+    assert D.build_dir('data', 'sudoku-ladder', params) == Path('data/sudoku-ladder/f968354d9379')     # the default build's folder (LADDER_VERSION 2)
 
 # ---------------------------------------------------------------- the task
 def test_ladder_task_drops_injected_copies_and_tops_up(monkeypatch, tmp_path):
@@ -297,3 +297,7 @@ def test_trainer_reports_the_ladder_per_tier_and_round(tmp_path):
         assert by_tier[f'T{k}']['exact_accuracy'] == np.mean(np.asarray(solved)[tier == k])
     t1 = by_tier['T1']['by_rounds']
     assert sum(r['n'] for r in t1.values()) == 4 and all(int(r) >= 1 for r in t1)
+    blank = json.loads((tmp_path / 'run' / 'eval.json').read_text())['test']
+    right, n_blank = np.asarray(blank['blank_right']), np.asarray(blank['n_blank'])
+    for k in range(5):
+        assert by_tier[f'T{k}']['blank_accuracy'] == right[tier == k].sum() / n_blank[tier == k].sum()

@@ -16,7 +16,7 @@ from .tasks import SUDOKU_EXTREME_MIN_RATING, TASKS, Task, _stats, _sudoku_task,
 # %% auto #0
 __all__ = ['GRADE_LEVELS', 'GRADE_KEYS', 'T0_MAX_BLANKS', 'T1_MIN_BLANKS', 'T3_MAX_GUESSES', 'LADDER_TIERS', 'LADDER_ARRAYS',
            'LADDER_VERSION', 'singles_rounds', 'singles_fill', 'sudoku_grade', 'sudoku_tier', 'generate_ladder',
-           'CurriculumDataset', 'sudoku_ladder_task', 'ladder_accuracy']
+           'CurriculumDataset', 'interleaved', 'sudoku_ladder_task', 'ladder_accuracy']
 
 # %% ../../nbs/04e_ladder.ipynb #1350a950
 _CELL_UNITS = np.array([[c // 9, 9 + c % 9, 18 + 3 * (c // 27) + c % 9 // 3] for c in range(81)])   # each cell's row, column, box
@@ -310,7 +310,14 @@ class CurriculumDataset(PuzzleDataset):
             self.inputs, self.targets, self.shown = self.all_inputs[view], self.all_targets[view], stage
 
 # %% ../../nbs/04e_ladder.ipynb #279d0a99
-LADDER_VERSION = 1       # in every build's parameters: a change to the tiers or their sources makes a new build
+LADDER_VERSION = 2       # in every build's parameters: a change to the tiers, their sources or the order makes a new build
+
+def interleaved(tier) -> np.ndarray:
+    "An order of the puzzles that takes the tiers in turn (T0, T1, …, T4, T0, …), each tier's puzzles in their own order."
+    tier = np.asarray(tier)
+    rank = np.zeros(len(tier), np.int64)
+    for t in np.unique(tier): rank[tier == t] = np.arange((tier == t).sum())
+    return np.lexsort((tier, rank))
 
 def _take(arrays:dict, keep) -> dict: return {k: v[keep] for k, v in arrays.items()}
 
@@ -332,7 +339,7 @@ def _ladder_build(train_tiers, n_train:int, n_test_per_tier:int, seed:int, min_r
         cand = _cat(test, gen(need, 'test', rnd)); rnd += 1
         _, keep = disjoint_under_symmetry(train['questions'], cand['questions'])
         dropped += int((~keep).sum()); test = _take(cand, keep)
-    splits = dict(train=train, test=_take(test, np.argsort(test['tier'], kind='stable')))
+    splits = dict(train=train, test=_take(test, interleaved(test['tier'])))
     info = dict(dropped_symmetric_duplicates=dropped, tiers={f'T{t}': d for t, d in LADDER_TIERS.items()},
                 counts_by_tier={s: {f'T{t}': int((v['tier'] == t).sum()) for t in LADDER_TIERS} for s, v in splits.items()},
                 t1_rounds={s: {str(r): int(c) for r, c in zip(*np.unique(v['rounds'][v['tier'] == 1], return_counts=True))}
