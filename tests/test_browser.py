@@ -22,7 +22,7 @@ def require_browser():
     "Skip when chromium or chromedriver is missing, unless `CI` is set: there a missing browser fails the test."
     missing = [str(p) for p in (CHROMIUM, CHROMEDRIVER) if not p.exists()]
     if not missing: return
-    msg = f"{', '.join(missing)} missing: `make setup` installs Debian's chromium and chromium-driver"
+    msg = f"{', '.join(missing)} missing: `make test` (its `browser` step) installs Debian's chromium and chromium-driver"
     if os.environ.get('CI'): pytest.fail(f"CI is set and {msg}")
     pytest.skip(msg)
 
