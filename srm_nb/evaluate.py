@@ -13,7 +13,7 @@ from .models import build_model
 from .data import read_sudoku_csv, sudoku_dataset
 from .lyapunov import probe_model
 from .runs import repo_root, resolve_path, latest_checkpoint
-from .utils import SettingError, run_cli, save_json
+from .utils import SettingError, check_int, run_cli, save_json
 
 # %% auto #0
 __all__ = ['PROBE_DEFAULTS', 'SCORE_KEYS', 'puzzle_scores', 'headline', 'evaluate', 'csv_examples', 'load_run_model', 'score_csv',
@@ -136,8 +136,7 @@ def score_csv(run_dir, csv_path, n:int|None=None, segments:int|None=None, weight
         raise ValueError(f"{run_dir}: its model was trained on {params['task']!r} (seq_len "
                          f"{params['model_config'].get('seq_len')}); scoring a Sudoku CSV needs a run on a 9×9 Sudoku task")
     for name, v in (('n', n), ('segments', segments)):
-        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or v < 1):
-            raise ValueError(f"{name}: expected None or an integer >= 1, got {v!r}")
+        if v is not None: check_int(name, v)
     model = load_run_model(run_dir, weights, device)
     data, sources = csv_examples(csv_path, n or 0)
     segments = segments or params['n_sup']

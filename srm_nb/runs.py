@@ -218,8 +218,8 @@ def compare_runs(*run_dirs) -> str:
         s = json.loads(f.read_text())
         s['lambda1_mean'] = (s.get('lambda1') or {}).get('mean')
         cols.append([str(d)] + ['—' if s.get(k) is None else f"{s[k]:.4g}" if isinstance(s[k], float) else str(s[k]) for k in HEADLINE])
-    rows = zip(('',) + HEADLINE, *cols)
-    widths = [max(len(r[i]) for r in zip(('',) + HEADLINE, *cols)) for i in range(len(cols) + 1)]
+    rows = list(zip(('',) + HEADLINE, *cols))
+    widths = [max(len(r[i]) for r in rows) for i in range(len(cols) + 1)]
     return '\n'.join('  '.join(c.ljust(w) for c, w in zip(r, widths)).rstrip() for r in rows)
 
 def _compare_cli(argv=None):

@@ -8,6 +8,7 @@ import csv, itertools, math
 from collections import deque
 from pathlib import Path
 import numpy as np
+from .sudoku import CSV_HEADER, _check_fields, _csv_columns, _csv_ratings
 
 # %% auto #0
 __all__ = ['MAZE_CHARS', 'WALL', 'OPEN', 'START', 'GOAL', 'PATH', 'MAZE_CSV_HELP', 'MAZE_CSV_HEADER', 'MAZE_CSV_CELLS',
@@ -105,7 +106,7 @@ def maze_canonical(inputs) -> list[bytes]:
 MAZE_CSV_HELP = ("Maze-Hard is on the Hugging Face hub as sapientinc/maze-30x30-hard-1k (train.csv, test.csv), e.g. "
                  "`huggingface-cli download sapientinc/maze-30x30-hard-1k --repo-type dataset --local-dir data/maze-hard-csv`; "
                  "then get_task('maze-csv', path='data/maze-hard-csv'), or path='<one CSV file>' to split one file.")
-MAZE_CSV_HEADER = ['source', 'question', 'answer', 'rating']
+MAZE_CSV_HEADER = CSV_HEADER                         # the Sudoku-Extreme layout: source,question,answer,rating
 MAZE_CSV_CELLS = 900                                   # 30×30, row by row
 _MAZE_CSV_EXPECTED = ("a header naming the columns question and answer once each (Maze-Hard: source,question,answer,rating; "
                       "any order, source and rating optional, other columns ignored)")
@@ -118,13 +119,6 @@ def maze_errors(questions, answers) -> np.ndarray:
     off_path = (a == PATH) & (q != OPEN)
     changed = (a != q) & ~((q == OPEN) & (a == PATH))
     return np.where(off_path.any(1), 2, np.where(changed.any(1), 1, 0))
-
-def _maze_csv_columns(header, path) -> dict:
-    "Index of each of `MAZE_CSV_HEADER`'s columns in the CSV `header` row (None for an absent optional one); ValueError naming line 1."
-    names = [h.strip().lower() for h in header or []]
-    if any(names.count(c) > 1 for c in MAZE_CSV_HEADER) or not {'question', 'answer'} <= set(names):
-        raise ValueError(f"{path}, line 1: expected {_MAZE_CSV_EXPECTED}, got {header!r}")
-    return {c: names.index(c) if c in names else None for c in MAZE_CSV_HEADER}
 
 def _maze_decode(strings, allowed:str, name:str, path, first_line:int) -> np.ndarray:
     "900-character grids over `allowed` (a part of `MAZE_CHARS`) -> (n, 900) int8 ids 1..5; ValueError naming the first bad line."
@@ -146,22 +140,16 @@ def read_maze_csv(path, max_rows:int|None=None):
     with open(path, newline='', encoding='utf-8-sig') as f:       # utf-8-sig: a byte-order mark is not part of the first name
         reader = csv.reader(f)
         header = next(reader, None)
-        cols = _maze_csv_columns(header, path)
+        cols = _csv_columns(header, path, _MAZE_CSV_EXPECTED)
         rows = list(itertools.islice(reader, max_rows))            # max_rows None: all
-    for i, row in enumerate(rows):
-        if len(row) != len(header):
-            raise ValueError(f"{path}, line {i + 2}: expected {len(header)} fields ({','.join(header)}, as in the header), got {len(row)}")
+    _check_fields(rows, header, path, 2)
     q = _maze_decode([r[cols['question']] for r in rows], '# SG', 'question', path, 2)
     a = _maze_decode([r[cols['answer']] for r in rows], MAZE_CHARS, 'answer', path, 2)
     err = maze_errors(q, a)
     if err.any():
         i = int(np.flatnonzero(err)[0])
         raise ValueError(f"{path}, line {i + 2}: {_MAZE_ERR[int(err[i])]}")
-    if cols['rating'] is None: return q, a, np.full(len(rows), -1, np.int64)
-    ratings = [r[cols['rating']] for r in rows]
-    for i, s in enumerate(ratings):
-        if not s.strip().lstrip('-').isdigit(): raise ValueError(f"{path}, line {i + 2}: rating {s!r} is not an integer")
-    return q, a, np.array([int(s) for s in ratings], np.int64)
+    return q, a, _csv_ratings(rows, cols, path, 2)
 
 def write_maze_csv(path, questions, answers, ratings, source='srm_nb') -> Path:
     "Write 30×30 mazes (ids 1..5 of `# SGo`) in the Maze-Hard CSV format; `source` is one string or one per row."

@@ -189,12 +189,26 @@ def sudoku_errors(questions, answers) -> np.ndarray:
 _ERR = {1: 'answer is not a complete grid of digits 1-9', 2: 'answer contradicts a clue of the question',
         3: 'answer breaks the Sudoku rules (a row, column or box repeats a digit)'}
 
-def _csv_columns(header, path) -> dict:
+def _csv_columns(header, path, expected:str=_CSV_EXPECTED) -> dict:
     "Index of each of `CSV_HEADER`'s columns in the CSV `header` row (None for an absent optional one); ValueError naming line 1."
     names = [h.strip().lower() for h in header or []]
     if any(names.count(c) > 1 for c in CSV_HEADER) or not {'question', 'answer'} <= set(names):
-        raise ValueError(f"{path}, line 1: expected {_CSV_EXPECTED}, got {header!r}")
+        raise ValueError(f"{path}, line 1: expected {expected}, got {header!r}")
     return {c: names.index(c) if c in names else None for c in CSV_HEADER}
+
+def _check_fields(rows, header, path, first_line):
+    "ValueError naming the first row (by file line) whose number of fields differs from the header's."
+    for i, row in enumerate(rows):
+        if len(row) != len(header):
+            raise ValueError(f"{path}, line {first_line + i}: expected {len(header)} fields ({','.join(header)}, as in the header), got {len(row)}")
+
+def _csv_ratings(rows, cols, path, first_line) -> np.ndarray:
+    "The integer `rating` column of parsed rows (-1 for each row where the file has none); ValueError naming a bad line."
+    if cols['rating'] is None: return np.full(len(rows), -1, np.int64)
+    strs = [r[cols['rating']] for r in rows]
+    for i, s in enumerate(strs):
+        if not s.strip().lstrip('-').isdigit(): raise ValueError(f"{path}, line {first_line + i}: rating {s!r} is not an integer")
+    return np.array([int(s) for s in strs], np.int64)
 
 def _decode(strings, allowed, name, path, first_line):
     "81-character strings -> (n, 81) int8 with '.' and '0' as 0; ValueError naming the first bad line."
@@ -209,21 +223,14 @@ def _decode(strings, allowed, name, path, first_line):
 
 def _decode_rows(rows, header, cols, path, first_line, with_source=False):
     "Validated (questions, answers, ratings[, sources]) of parsed CSV rows starting at file line `first_line`; rating -1 = none given."
-    for i, row in enumerate(rows):
-        if len(row) != len(header):
-            raise ValueError(f"{path}, line {first_line + i}: expected {len(header)} fields ({','.join(header)}, as in the header), got {len(row)}")
+    _check_fields(rows, header, path, first_line)
     q = _decode([r[cols['question']] for r in rows], '.0123456789', 'question', path, first_line)
     a = _decode([r[cols['answer']] for r in rows], '123456789', 'answer', path, first_line)
     err = sudoku_errors(q, a)
     if err.any():
         i = int(np.flatnonzero(err)[0])
         raise ValueError(f"{path}, line {first_line + i}: {_ERR[int(err[i])]}")
-    if cols['rating'] is None: ratings = np.full(len(rows), -1, np.int64)
-    else:
-        strs = [r[cols['rating']] for r in rows]
-        for i, s in enumerate(strs):
-            if not s.strip().lstrip('-').isdigit(): raise ValueError(f"{path}, line {first_line + i}: rating {s!r} is not an integer")
-        ratings = np.array([int(s) for s in strs], np.int64)
+    ratings = _csv_ratings(rows, cols, path, first_line)
     if not with_source: return q, a, ratings
     return q, a, ratings, np.array([r[cols['source']] if cols['source'] is not None else '' for r in rows], str)
 
