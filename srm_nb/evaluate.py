@@ -10,44 +10,49 @@ import numpy as np
 import torch
 from .recursive import rollout
 from .models import build_model
-from .data import read_sudoku_csv, sudoku_dataset
+from .data import IGNORE_LABEL, arc_pass_at_2, read_sudoku_csv, sudoku_dataset
 from .lyapunov import probe_model
 from .runs import repo_root, resolve_path, latest_checkpoint
 from .utils import SettingError, check_int, run_cli, save_json
 
 # %% auto #0
-__all__ = ['PROBE_DEFAULTS', 'SCORE_KEYS', 'puzzle_scores', 'headline', 'evaluate', 'csv_examples', 'load_run_model', 'score_csv',
-           'score_table', 'main']
+__all__ = ['PROBE_DEFAULTS', 'SCORE_KEYS', 'puzzle_scores', 'headline', 'evaluate', 'with_puzzle_ids', 'arc_score',
+           'csv_examples', 'load_run_model', 'score_csv', 'score_table', 'main']
 
 # %% ../nbs/05a_evaluate.ipynb #08d75b0f
 def _batches(data, batch_size:int):
-    "(tokens, targets) batches from a pair of tensors, a map-style dataset of pairs, or an iterable of batches."
-    if isinstance(data, (tuple, list)) and len(data) == 2 and all(isinstance(t, torch.Tensor) for t in data):
-        if len(data[0]) != len(data[1]):
-            raise ValueError(f"data: tokens and targets differ in length ({len(data[0])} vs {len(data[1])})")
-        for i in range(0, len(data[0]), batch_size): yield data[0][i:i + batch_size], data[1][i:i + batch_size]
+    """(tokens, targets[, puzzle_ids]) batches from a pair or triple of tensors, a map-style dataset of pairs (with the
+    ids of its `puzzle_ids` where it has them), or an iterable of batches."""
+    if isinstance(data, (tuple, list)) and len(data) in (2, 3) and all(isinstance(t, torch.Tensor) for t in data):
+        if any(len(t) != len(data[0]) for t in data):
+            raise ValueError(f"data: tokens, targets (and puzzle ids) differ in length ({', '.join(str(len(t)) for t in data)})")
+        for i in range(0, len(data[0]), batch_size): yield tuple(t[i:i + batch_size] for t in data)
     elif isinstance(data, torch.utils.data.Dataset) and hasattr(data, '__len__'):
         for i in range(0, len(data), batch_size):
             idx = list(range(i, min(i + batch_size, len(data))))
             items = data.__getitems__(idx) if hasattr(data, '__getitems__') else [data[j] for j in idx]
-            yield tuple(torch.stack(t) for t in zip(*items))
+            ids = (data.puzzle_ids(idx),) if hasattr(data, 'puzzle_ids') else ()
+            yield tuple(torch.stack(t) for t in zip(*items)) + ids
     else: yield from data
 
 def _head(data, n:int):
-    "The first `n` examples of `data` as a pair of tensors."
-    tokens, targets = [], []
-    for tok, tgt in _batches(data, n):
-        tokens.append(tok); targets.append(tgt)
-        if sum(map(len, tokens)) >= n: break
-    return torch.cat(tokens)[:n], torch.cat(targets)[:n]
+    "The first `n` examples of `data` as a tuple of tensors: tokens, targets (and puzzle ids where `data` has them)."
+    parts = []
+    for batch in _batches(data, n):
+        parts.append(batch)
+        if sum(len(b[0]) for b in parts) >= n: break
+    return tuple(torch.cat(t)[:n] for t in zip(*parts))
 
 # %% ../nbs/05a_evaluate.ipynb #fa721e34
 PROBE_DEFAULTS = dict(k=1)   # λ₁ only: the full spectrum is `srm_nb.lyapunov`'s business
 
 def puzzle_scores(pred, tokens, targets) -> dict:
-    "Per puzzle of one prediction (B, S): `solved`, `cell_acc`, and `blank_right` of `n_blank` blank cells (`tokens != targets`)."
-    right, blank = pred == targets, tokens != targets
-    return dict(solved=right.all(-1), cell_acc=right.double().mean(-1), blank_right=(right & blank).sum(-1), n_blank=blank.sum(-1))
+    """Per puzzle of a prediction (..., B, S): `solved`, `cell_acc`, and `blank_right` of `n_blank` blank cells (`tokens !=
+    targets`). A cell whose target is `IGNORE_LABEL` counts as right and is neither a cell of `cell_acc` nor a blank."""
+    valid = targets != IGNORE_LABEL
+    right, blank = (pred == targets) | ~valid, ((tokens != targets) & valid).expand_as(pred)
+    return dict(solved=right.all(-1), cell_acc=(right & valid).sum(-1).double() / valid.sum(-1).clamp_min(1),
+                blank_right=(right & blank).sum(-1), n_blank=blank.sum(-1))
 
 def headline(per_puzzle:dict, mask=None) -> dict:
     """`n`, `exact_accuracy`, `cell_accuracy` (all cells, clues included) and `blank_accuracy` (blank cells only; None
@@ -60,26 +65,33 @@ def headline(per_puzzle:dict, mask=None) -> dict:
 
 @torch.no_grad()
 def evaluate(model, data, n_segments:int, max_segments:int|None=None, batch_size:int=256, lyapunov_n:int=0,
-             device=None, **probe_kw) -> dict:
-    """Score `model` on `data` (a `(tokens, targets)` pair, a dataset of pairs, or a loader of batches): exact and cell
-    accuracy after `n_segments` segments and after each of 1…`max_segments`, and accuracy on the blank cells alone
-    (the cells whose answer the input does not show: `tokens != targets`); per puzzle, whether it is solved and its
-    counts of cells; λ₁ and fixed-point residuals by cycle on the first `lyapunov_n` puzzles (`probe_kw` go to
-    `probe_model`); the certified Lipschitz bound."""
+             device=None, predictions:bool=False, **probe_kw) -> dict:
+    """Score `model` on `data` (a `(tokens, targets[, puzzle_ids])` tuple, a dataset of pairs with or without
+    `puzzle_ids`, or a loader of batches): exact and cell accuracy after `n_segments` segments and after each of
+    1…`max_segments`, and accuracy on the blank cells alone (the cells whose answer the input does not show: `tokens !=
+    targets`); per puzzle, whether it is solved and its counts of cells; with `predictions`, the predicted tokens and
+    the halting logit after `n_segments`; λ₁ and fixed-point residuals by cycle on the first `lyapunov_n` puzzles
+    (`probe_kw` go to `probe_model`); the certified Lipschitz bound."""
     max_segments = max_segments or n_segments
     if n_segments < 1 or max_segments < n_segments:
         raise ValueError(f"evaluate: need 1 <= n_segments <= max_segments, got {n_segments}, {max_segments}")
     was_training, model = model.training, model.eval()
     device = device or next(model.parameters()).device
     by_seg, per_puzzle, n = dict(exact=0, cell=0, blank=0), dict(solved=[], cell_acc=[], blank_right=[], n_blank=[]), 0
-    for tokens, targets in _batches(data, batch_size):
+    kept = dict(tokens=[], halt_logit=[])
+    for tokens, targets, *ids in _batches(data, batch_size):
         tokens, targets = tokens.to(device), targets.to(device)
-        preds = rollout(model, tokens, max_segments)[0]                      # (segments, B, S)
-        right, blank = preds == targets, tokens != targets
-        by_seg['exact'] = by_seg['exact'] + right.all(-1).sum(1).double()
-        by_seg['cell'] = by_seg['cell'] + right.double().mean(-1).sum(1)
-        by_seg['blank'] = by_seg['blank'] + (right & blank).sum((1, 2)).double()
-        for k, v in puzzle_scores(preds[n_segments - 1], tokens, targets).items(): per_puzzle[k].append(v.cpu())
+        puzzle_ids = ids[0].to(device) if ids else None
+        preds, z = rollout(model, tokens, max_segments, puzzle_ids)          # (segments, B, S)
+        scores = puzzle_scores(preds, tokens, targets)                       # (segments, B) each
+        by_seg['exact'] = by_seg['exact'] + scores['solved'].sum(1).double()
+        by_seg['cell'] = by_seg['cell'] + scores['cell_acc'].sum(1)
+        by_seg['blank'] = by_seg['blank'] + scores['blank_right'].sum(1).double()
+        for k, v in scores.items(): per_puzzle[k].append(v[n_segments - 1].cpu())
+        if predictions:
+            if max_segments > n_segments: z = rollout(model, tokens, n_segments, puzzle_ids)[1]   # the carry after n_segments
+            kept['tokens'].append(preds[n_segments - 1].to(torch.uint8 if model.vocab_size <= 256 else torch.long).cpu())
+            kept['halt_logit'].append(model.halt_logits(z)[:, 0].float().cpu())
         n += len(tokens)
     if n == 0: raise ValueError("evaluate: data holds no examples")
     per_puzzle = {k: torch.cat(v) for k, v in per_puzzle.items()}
@@ -88,6 +100,7 @@ def evaluate(model, data, n_segments:int, max_segments:int|None=None, batch_size
                exact_by_segment=(by_seg['exact'] / n).tolist(), cell_by_segment=(by_seg['cell'] / n).tolist(),
                blank_by_segment=(by_seg['blank'] / max(n_blank, 1)).tolist() if n_blank else None,
                certified_lipschitz=float(model.certified_lipschitz()), **per_puzzle)
+    if predictions: res['predictions'] = {k: torch.cat(v) for k, v in kept.items()}
     if lyapunov_n:
         tokens = _head(data, lyapunov_n)[0].to(device)
         with torch.enable_grad(), torch.autocast(device.type, enabled=False):    # probe in float32, also on a GPU
@@ -95,6 +108,25 @@ def evaluate(model, data, n_segments:int, max_segments:int|None=None, batch_size
         res.update(lambda1=probe.lambda1.cpu(), residual_by_cycle=probe.residual.cpu(), probe=probe.metrics())
     model.train(was_training)
     return res
+
+# %% ../nbs/05a_evaluate.ipynb #4262fcfb
+def with_puzzle_ids(model, n_puzzle_ids:int):
+    """`model` with a puzzle-embedding table of `n_puzzle_ids` rows (zeros, as `PuzzleEmbedding` makes it), replaced only
+    when its size differs; an error when the model has no puzzle embedding (`n_prefix=0`) and more than one id is asked."""
+    check_int('n_puzzle_ids', n_puzzle_ids)
+    table = model.embed.puzzle
+    if table is None and n_puzzle_ids > 1:
+        raise SettingError(f"n_puzzle_ids: the model has no puzzle embedding (n_prefix=0) for {n_puzzle_ids} puzzle ids; "
+                           "expected n_prefix >= 1")
+    if table is not None and len(table) != n_puzzle_ids:
+        model.embed.puzzle = torch.nn.Parameter(table.new_zeros(n_puzzle_ids, table.shape[1]))
+    return model
+
+def arc_score(predictions:dict, data) -> dict:
+    """`arc_pass_at_2` of `evaluate(model, data, ..., predictions=True)['predictions']` on the ARC test set `data` (an
+    `ArcDataset`, scored in its order), candidates ranked by votes and then by mean halting confidence σ(q_halt)."""
+    confidence = torch.sigmoid(predictions['halt_logit'].double()).numpy()
+    return arc_pass_at_2(predictions['tokens'].numpy(), data.meta(), scores=confidence)
 
 # %% ../nbs/05a_evaluate.ipynb #d22e7d65
 def csv_examples(path, n:int=0) -> tuple[torch.utils.data.Dataset, np.ndarray]:
@@ -113,7 +145,7 @@ def load_run_model(run_dir, weights:str='ema', device='cpu') -> torch.nn.Module:
     found = latest_checkpoint(run_dir / 'ckpt')
     if found is None: raise FileNotFoundError(f"{run_dir / 'ckpt' / 'last.pt'}: no such file; {expected}")
     p = json.loads(params.read_text())
-    model = build_model(p['model'], **p['model_config'])
+    model = with_puzzle_ids(build_model(p['model'], **p['model_config']), p.get('n_puzzle_ids', 1))
     model.load_state_dict(found[0][weights])
     return model.to(device).eval()
 

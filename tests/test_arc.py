@@ -4,7 +4,8 @@ TRM's ARC encoding (dataset/build_arc_dataset.py): PAD 0, end-of-grid 1, colour 
 row under the grid and column right of it; dihedral ids as in dataset/common.py (numpy's rot90/fliplr/flipud/transpose); colour
 permutations keep black. pass@k as TRM's evaluator: votes of inverse-mapped predictions, per task the fraction of test outputs
 whose top k hold the answer, averaged over tasks."""
-import socket
+import json, socket, subprocess, sys
+from pathlib import Path
 import numpy as np
 import pytest
 import torch
@@ -129,20 +130,72 @@ def test_oracle_pass_at_2(task1):
 def test_errors(data_dir):
     with pytest.raises(ValueError, match='version'): A.load_arc(3)
     with pytest.raises(ValueError, match='n_test_aug'): get_task('arc1', str(data_dir), n_aug=2, n_test_aug=3)
+    for bad in (0, -2, 1.5):
+        with pytest.raises(ValueError, match='max_tasks'): get_task('arc1', str(data_dir), max_tasks=bad)
+        with pytest.raises(ValueError, match='max_tasks'): A.arc_epoch_size(1, bad)
     with pytest.raises(ValueError, match='predictions'):
         A.arc_pass_at_2(np.zeros((2, 900)), dict(task_id=np.array(['a']), test_index=[0], dihedral=[0], colours=[np.arange(10)], answers={}))
 
-def test_smoke_run(data_dir, tmp_path):
-    "Train a tiny TRM-MLP a few steps on 4+4 tasks, predict every augmented test copy, vote: pass@2 runs end to end."
+def test_epoch_size_counts_the_training_split(data_dir):
+    "TRM's epoch (one augmentation of every task, all its pairs) is the training split's pairs, counted without building."
+    assert (A.arc_epoch_size(1), A.arc_epoch_size(2)) == (1302 + 416 + 1363, 3232 + 1076 + 359)
+    for k in (1, 5):
+        assert A.arc_epoch_size(1, k) == get_task('arc1', str(data_dir), n_aug=0, max_tasks=k).meta['counts']['train']
+
+TINY = dict(model='trm-mlp', task='arc1', task_kw=dict(max_tasks=4, n_aug=3), n_sup=2, batch_size=8, warmup=1,
+            model_kw=dict(hidden=16, cycles=1, l_steps=1, layers=1, expansion=1.0), puzzle_emb_optimizer='sign-sgd',
+            puzzle_emb_lr=1e-2, eval_every=0, lyapunov_n=0, eval_segments=3, threads=1, log_every=3)
+
+def test_smoke_run_records_pass_at_2(data_dir, tmp_path):
+    "A tiny TRM-MLP on 4+4 tasks with its per-puzzle table: the summary's pass@2 is the one computed by hand with the ids."
     from srm_nb.train import Trainer
     from srm_nb.recursive import rollout
-    tr = Trainer(model='trm-mlp', task='arc1', data_dir=str(data_dir), out_dir=str(tmp_path / 'run'), task_kw=dict(max_tasks=4, n_aug=3),
-                 model_kw=dict(hidden=16, cycles=1, l_steps=1, layers=1, expansion=1.0, n_heads=2), n_sup=2, steps=6, batch_size=8,
-                 warmup=1, eval_every=0, ckpt_every=0, lyapunov_n=0, eval_n=16, eval_segments=2, threads=1, log_every=3)
-    tr.fit()
+    tr = Trainer(**TINY, steps=6, ckpt_every=0, data_dir=str(data_dir), out_dir=str(tmp_path / 'run'))
+    summary = tr.fit()
+    assert tr.model.embed.puzzle.shape[0] == tr.task.meta['n_puzzle_ids'] == 1 + 8 * 4
     test = tr.task.test; idx = np.arange(len(test))
-    tokens = torch.stack([t for t, _ in test.__getitems__(idx)])
-    preds = rollout(tr.ema.module.eval(), tokens, 2)[0][-1].numpy()
-    r = A.arc_pass_at_2(preds, test.meta(idx))
-    print({k: v for k, v in r.items() if k != 'per_task'})
-    assert (r['n_tasks'], r['n_predictions']) == (4, 16) and 0.0 <= r['pass@2'] <= 1.0
+    tokens, ids = torch.stack([t for t, _ in test.__getitems__(idx)]), test.puzzle_ids(idx)
+    preds, z = rollout(tr.ema.module.eval(), tokens, 2, ids)               # n_sup segments, below the 3 of eval_segments
+    halt = torch.sigmoid(tr.ema.module.halt_logits(z)[:, 0].double()).numpy()
+    r = A.arc_pass_at_2(preds[-1].numpy(), test.meta(idx), halt)
+    assert summary['arc'] == {k: v for k, v in r.items() if k != 'per_task'} and (r['n_tasks'], r['n_predictions']) == (4, 16)
+    final = [json.loads(line) for line in (tmp_path / 'run' / 'metrics.jsonl').read_text().splitlines()][-1]
+    assert final['kind'] == 'final' and final['pass@2'] == r['pass@2']
+    assert json.loads((tmp_path / 'run' / 'eval.json').read_text())['test']['arc']['per_task'] == r['per_task']
+
+def test_resume_keeps_the_slots_puzzle_ids(data_dir, tmp_path):
+    "The slots' ids live in the carry and the checkpoint: 2 steps, a checkpoint and 2 resumed steps give the weights of 4 straight ones."
+    from srm_nb.train import Trainer
+    straight = Trainer(**TINY, steps=4, ckpt_every=2, data_dir=str(data_dir), out_dir=str(tmp_path / 'a'))
+    for _ in range(4): straight.train_step()
+    first = Trainer(**TINY, steps=4, ckpt_every=2, data_dir=str(data_dir), out_dir=str(tmp_path / 'b'))
+    for _ in range(2): first.train_step()
+    first.save()
+    resumed = Trainer(**TINY, steps=4, ckpt_every=2, data_dir=str(data_dir), out_dir=str(tmp_path / 'b'))
+    assert resumed.step == 2 and torch.equal(resumed.carry['puzzle_ids'], first.carry['puzzle_ids'])
+    for _ in range(2): resumed.train_step()
+    assert all(torch.equal(a, b) for a, b in zip(straight.model.state_dict().values(), resumed.model.state_dict().values()))
+    assert torch.equal(straight.carry['puzzle_ids'], resumed.carry['puzzle_ids'])
+
+ROOT = Path(__file__).resolve().parents[1]
+
+def test_paper_arc1_preset_dry_run_through_papermill(tmp_path):
+    "`-p model trm-att -p preset paper-arc1 -p dry_run True` resolves TRM's ARC-AGI-1 recipe, builds the model, trains nothing."
+    from srm_nb.models import model_config, published_parameter_count
+    out = tmp_path / 'run'
+    cmd = [sys.executable, '-m', 'papermill', '-k', 'python3', '--cwd', str(ROOT), str(ROOT / 'nbs/train.ipynb'),
+           str(tmp_path / 'out.ipynb'), '-p', 'model', 'trm-att', '-p', 'preset', 'paper-arc1', '-p', 'dry_run', 'True',
+           '-p', 'out_dir', str(out), '-p', 'data_dir', str(tmp_path / 'data'), '-p', 'threads', '1']
+    subprocess.run(cmd, check=True, capture_output=True, timeout=900)
+    p = json.loads((out / 'params.json').read_text())
+    published = dict(task='arc1', task_kw={'n_aug': 1000, 'seed': 0}, n_sup=16, eval_segments=16, epochs=100_000, steps=401_171,
+                     batch_size=768, optimizer='adam-atan2', lr=1e-4, betas=[0.9, 0.95], schedule='constant', warmup=2000,
+                     min_lr_ratio=1.0, weight_decay=0.1, decay='all', grad_clip=0.0, ema=0.999, explore=0.1,
+                     puzzle_emb_optimizer='sign-sgd', puzzle_emb_lr=1e-2, puzzle_emb_weight_decay=0.1)
+    for k, v in published.items(): assert (p['task_config'] if k == 'task_kw' else p[k]) == v, (k, p[k], v)
+    mc = model_config('trm-att', **p['model_config'])                     # every setting of the model built
+    assert (mc['hidden'], mc['cycles'], mc['l_steps'], mc['layers'], mc['n_heads'], mc['expansion'], mc['pos'], mc['n_prefix'],
+            mc['vocab_size'], mc['seq_len']) == (512, 3, 4, 2, 8, 4.0, 'rope', 16, 12, 900)
+    assert p['n_puzzle_ids'] == 1 + 800 * 1001 and p['n_params'] - p['n_params_published'] == p['n_puzzle_ids'] * 512
+    assert p['n_params_published'] == published_parameter_count('trm-att', vocab_size=12, seq_len=900)   # TRM's "7M"
+    assert not (out / 'ckpt').exists() and not (out / 'metrics.jsonl').exists()

@@ -11,6 +11,7 @@ import pytest
 from srm_nb import data as D
 from srm_nb.data import ladder as L          # where the ladder build looks generate_ladder up
 from srm_nb.utils import subseed
+from srm_nb.runs import read_metrics
 
 HUMAN_CSV = Path(__file__).parent / 'data' / 'human_sudoku.csv'
 
@@ -283,11 +284,12 @@ def test_curriculum_opens_tier_by_tier(tmp_path):
     assert len(ds) == 18
 
 def test_trainer_reports_the_ladder_per_tier_and_round(tmp_path):
-    "`get_task('sudoku-ladder')` feeds the trainer, whose summary splits the final exact accuracy by tier and by rounds."
+    """`get_task('sudoku-ladder')` feeds the trainer, whose summary splits the final exact accuracy by tier and by rounds;
+    an evaluation during training logs exact and blank-cell accuracy per tier, computed like the summary's (`Trainer.tier_scores`)."""
     from srm_nb.train import Trainer
     import torch
     torch.set_num_threads(1)
-    t = Trainer(task='sudoku-ladder', hidden=16, cycles=2, n_sup=2, batch_size=8, steps=4, warmup=1, eval_every=0, lyapunov_n=0,
+    t = Trainer(task='sudoku-ladder', hidden=16, cycles=2, n_sup=2, batch_size=8, steps=4, warmup=1, eval_every=2, eval_n=20, lyapunov_n=0,
                 task_kw=dict(n_train=25, n_test_per_tier=4, n_aug=1), data_dir=str(tmp_path / 'data'), out_dir=str(tmp_path / 'run'))
     s = t.fit()
     by_tier, solved = s['by_tier'], json.loads((tmp_path / 'run' / 'eval.json').read_text())['test']['solved']
@@ -301,3 +303,8 @@ def test_trainer_reports_the_ladder_per_tier_and_round(tmp_path):
     right, n_blank = np.asarray(blank['blank_right']), np.asarray(blank['n_blank'])
     for k in range(5):
         assert by_tier[f'T{k}']['blank_accuracy'] == right[tier == k].sum() / n_blank[tier == k].sum()
+    ev = [r for r in read_metrics(tmp_path / 'run' / 'metrics.jsonl') if r['kind'] == 'eval']
+    assert [r['step'] for r in ev] == [2] and ev[0]['n'] == 20
+    assert set(ev[0]['by_tier']) == set(ev[0]['blank_by_tier']) == set(by_tier)
+    final = {k: torch.as_tensor(v) for k, v in blank.items() if k in ('solved', 'cell_acc', 'blank_right', 'n_blank')}
+    assert t.tier_scores(dict(final, n=20)) == by_tier         # the summary's numbers are tier_scores of the final evaluation

